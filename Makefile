@@ -1,0 +1,24 @@
+# Every target makes .venv itself when it is missing, so a fresh clone needs nothing else.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: test demo bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# A stamp per extra: reinstall only when pyproject.toml changes.
+$(VENV)/.installed-%: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[$*]"
+	touch $@
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+demo: $(VENV)/.installed-examples
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

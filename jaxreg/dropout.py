@@ -1,0 +1,295 @@
+"""The dropout family on arrays: pure functions of an explicit PRNG key.
+
+Every function here takes ``(key, x, rate_or_stddev, *, deterministic=False, ...)``,
+returns an array of ``x``'s shape and dtype, and draws its randomness from
+:mod:`jaxreg.masks`. ``rate`` is always the *drop* probability ``p``.
+
+Two conventions for plain dropout (Srivastava et al., 2014):
+
+* **inverted** (default, as in Flax, Keras and PyTorch): in training ``y = m·x/(1-p)``
+  with ``m ~ Bernoulli(1-p)``, and ``y = x`` at evaluation. ``E[y] = x`` in training.
+* **classic** (the 2014 paper's form): in training ``y = m·x``, unscaled, and at
+  evaluation ``y = (1-p)·x``, so both phases have the same expectation.
+
+A rate known at trace time is checked (``ValueError`` outside ``[0, 1]``); ``rate=0``
+returns ``x`` itself and ``rate=1`` returns zeros, with zero gradient, and neither needs
+a key. A traced rate (vmapped or scheduled) is clipped to ``[0, 1]`` and NaN is read as 1,
+so no NaN ever comes out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxreg import _checks
+from jaxreg import masks
+
+# SELU's constants (Klambauer et al., 2017): selu(x) -> -scale·alpha as x -> -inf.
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+_ALPHA_PRIME = -_SELU_SCALE * _SELU_ALPHA
+
+_MODES = ("inverted", "classic")
+
+
+def _safe_reciprocal(q):
+  """``1/q``, and 0 where ``q == 0``, with a gradient that is never NaN."""
+  positive = q > 0
+  return jnp.where(positive, 1.0 / jnp.where(positive, q, 1.0), 0.0)
+
+
+def _trivial_rate(rate) -> float | None:
+  """The rate as a float when it is a known 0 or 1 (no randomness needed), else None."""
+  if isinstance(rate, float) and rate in (0.0, 1.0):
+    return rate
+  return None
+
+
+def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
+            deterministic: bool = False, mode: str = "inverted") -> jax.Array:
+  r"""Dropout: zeroes each entry of ``x`` with probability ``rate``.
+
+  Inverted mode (default): :math:`y = m \odot x / q` in training, :math:`y = x` when
+  deterministic. Classic mode: :math:`y = m \odot x` in training,
+  :math:`y = (1-p)\,x` when deterministic. Here :math:`m_i \sim \mathrm{Bernoulli}(q)`
+  with :math:`q = 1 - p` (to :math:`2^{-24}`, see :mod:`jaxreg.masks`).
+
+  Args:
+    key: PRNG key; may be ``None`` when ``deterministic`` or when ``rate`` is 0 or 1.
+    x: floating-point array.
+    rate: drop probability ``p`` in ``[0, 1]``.
+    broadcast_dims: dims along which one mask entry is shared; e.g. ``(1, 2)`` on an
+      ``NHWC`` array drops whole channels (spatial dropout), ``(1,)`` on ``(batch,
+      time, features)`` is variational (time-shared) dropout.
+    deterministic: evaluation mode: no randomness.
+    mode: ``"inverted"`` or ``"classic"``.
+
+  >>> import jax, jax.numpy as jnp
+  >>> y = dropout(jax.random.key(0), jnp.ones(8), 0.5)
+  >>> sorted(set(y.tolist())) in ([0.0, 2.0], [2.0], [0.0])
+  True
+  >>> dropout(None, jnp.ones(2), 0.25, deterministic=True, mode="classic")
+  Array([0.75, 0.75], dtype=float32)
+  """
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  if mode not in _MODES:
+    raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+  if deterministic:
+    return x if mode == "inverted" else (x * (1.0 - rate)).astype(x.dtype)
+  trivial = _trivial_rate(rate)
+  if trivial == 0.0:
+    return x
+  if trivial == 1.0:
+    return jnp.zeros_like(x)
+  keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims)
+  if mode == "classic":
+    return jnp.where(keep.mask, x, jnp.zeros((), x.dtype))
+  # Division, not multiplication by 1/q, rounds once: better for bf16/f16.
+  safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
+  return jnp.where(keep.mask, x / safe_q, jnp.zeros((), x.dtype))
+
+
+def dropout_mask(key, shape: Sequence[int], rate, *,
+                 broadcast_dims: Sequence[int] = ()) -> jax.Array:
+  """The boolean keep-mask that :func:`dropout` applies for the same arguments.
+
+  ``True`` means kept. The mask has the full ``shape``, constant along
+  ``broadcast_dims``.
+
+  >>> import jax
+  >>> dropout_mask(jax.random.key(0), (2, 3), 0.5, broadcast_dims=(0,)).shape
+  (2, 3)
+  """
+  shape = tuple(shape)
+  rate = _checks.check_rate(rate)
+  trivial = _trivial_rate(rate)
+  if trivial is not None:
+    return jnp.full(shape, trivial == 0.0)
+  return jnp.broadcast_to(
+      masks.keep_mask(key, shape, rate, broadcast_dims=broadcast_dims).mask, shape)
+
+
+def alpha_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
+  r"""Alpha dropout (Klambauer et al., 2017), the dropout for SELU networks.
+
+  A dropped entry is set to SELU's negative saturation value
+  :math:`\alpha' = -\lambda\alpha \approx -1.7581` instead of 0, then an affine map
+  restores zero mean and unit variance for standard-normal input:
+
+  .. math::
+    y = a\,(m \odot x + \alpha' (1 - m)) + b,\quad
+    a = \big(q + \alpha'^2 q (1-q)\big)^{-1/2},\quad b = -a\,\alpha' (1-q).
+
+  ``rate=1`` returns zeros (as PyTorch does), where the affine map is undefined.
+
+  >>> import jax, jax.numpy as jnp
+  >>> alpha_dropout(jax.random.key(0), jnp.ones(3), 0.1).dtype
+  dtype('float32')
+  """
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  if deterministic or _trivial_rate(rate) == 0.0:
+    return x
+  if _trivial_rate(rate) == 1.0:
+    return jnp.zeros_like(x)
+  keep = masks.keep_mask(key, x.shape, rate)
+  q = keep.keep_prob
+  a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
+  b = -a * _ALPHA_PRIME * (1 - q)
+  kept = jnp.where(keep.mask, x, jnp.asarray(_ALPHA_PRIME, x.dtype))
+  return (a.astype(x.dtype) * kept + b.astype(x.dtype)).astype(x.dtype)
+
+
+def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
+  r"""Gaussian dropout: multiplicative noise with the variance of dropout.
+
+  :math:`y = x \odot \epsilon`, :math:`\epsilon \sim \mathcal{N}(1, p/(1-p))`
+  (Srivastava et al., 2014, §10; Keras ``GaussianDropout``). ``E[y] = x``.
+  ``rate=1`` (infinite variance) returns zeros.
+
+  >>> import jax, jax.numpy as jnp
+  >>> gaussian_dropout(None, jnp.ones(2), 0.5, deterministic=True)
+  Array([1., 1.], dtype=float32)
+  """
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  if deterministic or _trivial_rate(rate) == 0.0:
+    return x
+  if _trivial_rate(rate) == 1.0:
+    return jnp.zeros_like(x)
+  rate = jnp.asarray(rate, jnp.float32)
+  below_one = rate < 1
+  stddev = jnp.sqrt(rate / jnp.where(below_one, 1.0 - rate, 1.0))
+  noise = 1.0 + stddev * masks.standard_normal(key, x.shape, jnp.float32)
+  return jnp.where(below_one, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
+
+
+def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
+  r"""Additive Gaussian noise: :math:`y = x + \sigma\,\epsilon`, :math:`\epsilon \sim \mathcal{N}(0, 1)`.
+
+  ``stddev`` must be ``>= 0``; a traced negative or NaN ``stddev`` acts as 0.
+
+  >>> import jax, jax.numpy as jnp
+  >>> gaussian_noise(jax.random.key(0), jnp.zeros(4), 0.0)
+  Array([0., 0., 0., 0.], dtype=float32)
+  """
+  x = _checks.check_floating(x)
+  stddev = _checks.check_nonnegative(stddev, "stddev")
+  if deterministic or (isinstance(stddev, (int, float)) and stddev == 0):
+    return x
+  noise = masks.standard_normal(key, x.shape, x.dtype)
+  return x + jnp.asarray(stddev, x.dtype) * noise
+
+
+def drop_path(key, x, rate, *, deterministic: bool = False,
+              mode: str = "inverted") -> jax.Array:
+  """Stochastic depth (Huang et al., 2016): drops whole examples along axis 0.
+
+  Applied to a residual branch, ``h + drop_path(key, f(h), rate)`` skips ``f`` for a
+  random subset of the batch. Equal to :func:`dropout` with the mask shared along every
+  axis but the first.
+
+  >>> import jax, jax.numpy as jnp
+  >>> y = drop_path(jax.random.key(1), jnp.ones((4, 3)), 0.5)
+  >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
+  True
+  """
+  x = _checks.check_floating(x)
+  if x.ndim == 0:
+    raise ValueError("drop_path needs an array with a batch axis, got a scalar")
+  return dropout(key, x, rate, broadcast_dims=tuple(range(1, x.ndim)),
+                 deterministic=deterministic, mode=mode)
+
+
+def drop_connect(key, w, rate, *, deterministic: bool = False,
+                 mode: str = "inverted") -> jax.Array:
+  """DropConnect (Wan et al., 2013): dropout on a weight array instead of activations.
+
+  Each weight is dropped independently for the step that draws ``key``; use it as
+  ``x @ drop_connect(key, w, rate)``. Same scaling conventions as :func:`dropout`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> drop_connect(jax.random.key(0), jnp.ones((2, 2)), 0.0)
+  Array([[1., 1.],
+         [1., 1.]], dtype=float32)
+  """
+  return dropout(key, w, rate, deterministic=deterministic, mode=mode)
+
+
+def dropblock(key, x, rate, block_size: int, *,
+              deterministic: bool = False) -> jax.Array:
+  r"""DropBlock (Ghiasi et al., 2018): drops contiguous square blocks of feature maps.
+
+  ``x`` is channels-last, ``(batch, *spatial, channels)``. Block corners are drawn
+  independently per example and channel, at the rate
+
+  .. math::
+    \gamma = \frac{p}{s^d}\prod_k \frac{n_k}{n_k - s + 1}
+
+  (``s = block_size``, ``n_k`` the spatial sizes, ``d`` their number), over the
+  positions where a whole block fits; each drawn corner drops the ``s^d`` block that
+  follows it, so about a fraction ``p`` of each map is dropped. The survivors are
+  scaled by ``size / count_kept`` over the whole array, as in the paper, which keeps
+  the sum of a constant input exactly. ``block_size=1`` is plain dropout in
+  distribution. ``rate=1`` returns zeros.
+
+  >>> import jax, jax.numpy as jnp
+  >>> dropblock(jax.random.key(0), jnp.ones((1, 6, 6, 2)), 0.2, 3).shape
+  (1, 6, 6, 2)
+  """
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  if x.ndim < 3:
+    raise ValueError(
+        f"dropblock needs a channels-last array (batch, *spatial, channels), got shape {x.shape}")
+  if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+    raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+  spatial = x.shape[1:-1]
+  if block_size > min(spatial):
+    raise ValueError(
+        f"block_size {block_size} is larger than the spatial dims {spatial} of x")
+  if deterministic or _trivial_rate(rate) == 0.0:
+    return x
+  if _trivial_rate(rate) == 1.0:
+    return jnp.zeros_like(x)
+  valid = [n - block_size + 1 for n in spatial]
+  ratio = 1.0
+  for n, v in zip(spatial, valid):
+    ratio *= n / v
+  gamma = jnp.minimum(jnp.asarray(rate, jnp.float32) * ratio / block_size**len(spatial), 1.0)
+  # Block corners are the entries a keep-mask at rate gamma drops.
+  corners = ~masks.keep_mask(key, (x.shape[0], *valid, x.shape[-1]), gamma).mask
+  window = (1, *([block_size] * len(spatial)), 1)
+  padding = ((0, 0), *([(block_size - 1, block_size - 1)] * len(spatial)), (0, 0))
+  dropped = jax.lax.reduce_window(corners, False, jax.lax.bitwise_or, window,
+                                  (1,) * x.ndim, padding)
+  kept = ~dropped
+  scale = x.size * _safe_reciprocal(jnp.sum(kept, dtype=jnp.float32))
+  return jnp.where(kept, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
+
+
+def mc_predict(fn: Callable[..., Any], key, *args, num_samples: int):
+  """Monte-Carlo dropout (Gal & Ghahramani, 2016): predictive mean and variance.
+
+  Evaluates ``fn(k, *args)`` for ``num_samples`` independent keys ``k`` split from
+  ``key``, vmapped, and returns ``(mean, variance)`` over the samples, leaf by leaf if
+  ``fn`` returns a pytree. The variance is the population variance (``ddof=0``).
+  ``fn`` must apply its dropout in training mode with the key it is given.
+
+  >>> import jax, jax.numpy as jnp
+  >>> fn = lambda k, x: dropout(k, x, 0.5)
+  >>> mean, var = mc_predict(fn, jax.random.key(0), jnp.ones(3), num_samples=64)
+  >>> mean.shape, var.shape
+  ((3,), (3,))
+  """
+  if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+  keys = jax.random.split(_checks.check_key(key), num_samples)
+  samples = jax.vmap(lambda k: fn(k, *args))(keys)
+  mean = jax.tree.map(lambda s: jnp.mean(s, axis=0), samples)
+  variance = jax.tree.map(lambda s: jnp.var(s, axis=0), samples)
+  return mean, variance
