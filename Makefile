@@ -20,5 +20,8 @@ test: $(VENV)/.installed-test
 demo: $(VENV)/.installed-examples
 	$(PY) examples/demo.py
 
+bench: $(VENV)/.installed-bench
+	$(PY) -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
