@@ -30,7 +30,9 @@ def soft_threshold(x, t) -> jax.Array:
   """
   x = jnp.asarray(x)
   t = jnp.asarray(t, x.dtype)
-  return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, 0)
+  # The same map as sign(x)·max(|x| - t, 0), but a zeroed entry is +0.0 (the product
+  # gives -0.0 for negative x) and a NaN stays NaN.
+  return x - jnp.clip(x, -t, t)
 
 
 def hard_threshold(x, t) -> jax.Array:

@@ -64,6 +64,12 @@ def _accumulation_dtype(w):
   return jnp.promote_types(w.dtype, jnp.float32)
 
 
+def _square(w):
+  # Squared after the cast: a bf16 square is rounded to 8 bits, while the square of a
+  # bf16 value is exact in float32.
+  return jnp.square(w.astype(_accumulation_dtype(w)))
+
+
 def _step_per_leaf(step, params):
   """``step`` as a pytree of params' structure: a scalar is shared by every leaf."""
   treedef = jax.tree.structure(params)
@@ -180,7 +186,7 @@ class L2(Regularizer):
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
-    return self.strength * jnp.sum(jnp.square(w), dtype=_accumulation_dtype(w))
+    return self.strength * jnp.sum(_square(w))
 
   def _leaf_prox(self, w, step):
     return _prox.ridge(w, step * self.strength)
@@ -210,9 +216,8 @@ class ElasticNet(Regularizer):
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
-    dtype = _accumulation_dtype(w)
-    return (self.l1 * jnp.sum(_abs(w), dtype=dtype)
-            + self.l2 * jnp.sum(jnp.square(w), dtype=dtype))
+    return (self.l1 * jnp.sum(_abs(w), dtype=_accumulation_dtype(w))
+            + self.l2 * jnp.sum(_square(w)))
 
   def _leaf_prox(self, w, step):
     return _prox.elastic_net(w, step * self.l1, step * self.l2)

@@ -1,0 +1,628 @@
+r"""Regularizers: values, gradients and proximal maps against formulas written in numpy.
+
+The expected values never come from jaxreg: each penalty, gradient and prox is written
+here from its definition, and the leaves a ``where=`` selects are spelled out by hand.
+"""
+
+import re
+from typing import Callable, NamedTuple
+
+import chex
+import hypothesis
+from hypothesis import given
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import optax
+import pytest
+from sklearn import linear_model
+
+import jaxreg as jr
+from jaxreg import prox
+from jaxreg import select
+
+
+def numpy_params(dtype=np.float32):
+  """A nested tree (dicts, a list, a tuple, Flax's ``{'params': ...}``) with int leaves."""
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: rng.normal(size=shape).astype(dtype)
+  kernel = normal(4, 3)
+  kernel[:, 1] = 0.0   # a zero group for GroupLasso(axis=0), zeros for L1
+  kernel[2, 0] = 0.0
+  return {
+      "params": {
+          "Dense_0": {"kernel": kernel, "bias": normal(3)},
+          "LayerNorm_0": {"scale": normal(3)},
+          "blocks": [{"kernel": normal(3, 3)}, ({"kernel": normal(2, 3, 2)}, normal(2))],
+      },
+      "step": np.int32(7),
+      "ids": np.arange(3, dtype=np.int32),
+  }
+
+
+def to_jax(tree):
+  return jax.tree.map(jnp.asarray, tree)
+
+
+def walk(tree, prefix=()):
+  """``(path, leaf)`` pairs of a nested dict/list/tuple, the path joined with ``/``."""
+  if isinstance(tree, dict):
+    for key, child in tree.items():
+      yield from walk(child, prefix + (str(key),))
+  elif isinstance(tree, (list, tuple)):
+    for i, child in enumerate(tree):
+      yield from walk(child, prefix + (str(i),))
+  else:
+    yield "/".join(prefix), tree
+
+
+def leaf(tree, path):
+  for key in path.split("/"):
+    tree = tree[int(key) if isinstance(tree, (list, tuple)) else key]
+  return tree
+
+
+FLOATING = {"params/Dense_0/kernel", "params/Dense_0/bias", "params/LayerNorm_0/scale",
+            "params/blocks/0/kernel", "params/blocks/1/0/kernel", "params/blocks/1/1"}
+KERNELS = {"params/Dense_0/kernel", "params/blocks/0/kernel", "params/blocks/1/0/kernel"}
+
+# (id, where, the floating leaves it selects, by hand).
+WHERE_FORMS = [
+    ("none", None, FLOATING),
+    ("bool_tree", {
+        "params": {"Dense_0": {"kernel": True, "bias": False}, "LayerNorm_0": {"scale": True},
+                   "blocks": [{"kernel": False}, ({"kernel": True}, False)]},
+        "step": False, "ids": False},
+     {"params/Dense_0/kernel", "params/LayerNorm_0/scale", "params/blocks/1/0/kernel"}),
+    # True on the int leaves too (ndim 0 and 1): they must still be left out.
+    ("callable", lambda path, w: w.ndim != 2,
+     {"params/Dense_0/bias", "params/LayerNorm_0/scale", "params/blocks/1/0/kernel",
+      "params/blocks/1/1"}),
+    ("kernels", select.kernels(), KERNELS),
+    ("by_path", select.by_path("blocks"),
+     {"params/blocks/0/kernel", "params/blocks/1/0/kernel", "params/blocks/1/1"}),
+    ("exclude_strings", select.exclude("bias", "scale"),
+     FLOATING - {"params/Dense_0/bias", "params/LayerNorm_0/scale"}),
+    ("exclude_selectors", select.exclude(select.kernels(), "blocks/1/1"),
+     {"params/Dense_0/bias", "params/LayerNorm_0/scale"}),
+]
+WHERE_IDS = [form[0] for form in WHERE_FORMS]
+
+
+def np_group_norms(w, axis, keepdims=False):
+  return np.sqrt(np.sum(np.asarray(w, np.float64) ** 2, axis=axis, keepdims=keepdims))
+
+
+def np_group_shrink(w, t, axis):
+  norms = np_group_norms(w, axis, keepdims=True)
+  return w * np.maximum(1 - t / np.where(norms > 0, norms, np.inf), 0)
+
+
+def np_group_grad(w, axis):
+  norms = np_group_norms(w, axis, keepdims=True)
+  return np.where(norms > 0, w / np.where(norms > 0, norms, 1), 0)
+
+
+def np_soft(w, t):
+  return np.sign(w) * np.maximum(np.abs(w) - t, 0)
+
+
+class Kind(NamedTuple):
+  """One regularizer, and its value, gradient and prox of ``s·R`` per leaf, in numpy."""
+  make: Callable
+  value: Callable
+  grad: Callable
+  prox: Callable           # (w, s) -> prox_{sR}(w), numpy
+  jaxreg_prox: Callable    # (w, s) -> the same through jaxreg.prox, thresholds scaled here
+
+
+A, B, G = 0.3, 0.7, 0.5
+KINDS = {
+    "L1": Kind(lambda where=None: jr.L1(A, where=where),
+               lambda w: A * np.sum(np.abs(w)),
+               lambda w: A * np.sign(w),
+               lambda w, s: np_soft(w, s * A),
+               lambda w, s: prox.soft_threshold(w, s * A)),
+    "L2": Kind(lambda where=None: jr.L2(B, where=where),
+               lambda w: B * np.sum(w ** 2),
+               lambda w: 2 * B * w,
+               lambda w, s: w / (1 + 2 * s * B),
+               lambda w, s: prox.ridge(w, s * B)),
+    "ElasticNet": Kind(lambda where=None: jr.ElasticNet(A, B, where=where),
+                       lambda w: A * np.sum(np.abs(w)) + B * np.sum(w ** 2),
+                       lambda w: A * np.sign(w) + 2 * B * w,
+                       lambda w, s: np_soft(w, s * A) / (1 + 2 * s * B),
+                       lambda w, s: prox.elastic_net(w, s * A, s * B)),
+    "GroupLasso_axis0": Kind(lambda where=None: jr.GroupLasso(G, axis=0, where=where),
+                             lambda w: G * np.sum(np_group_norms(w, 0)),
+                             lambda w: G * np_group_grad(w, 0),
+                             lambda w, s: np_group_shrink(w, s * G, 0),
+                             lambda w, s: prox.group_soft_threshold(w, s * G, 0)),
+    "GroupLasso_last": Kind(lambda where=None: jr.GroupLasso(G, axis=-1, where=where),
+                            lambda w: G * np.sum(np_group_norms(w, -1)),
+                            lambda w: G * np_group_grad(w, -1),
+                            lambda w, s: np_group_shrink(w, s * G, -1),
+                            lambda w, s: prox.group_soft_threshold(w, s * G, -1)),
+}
+KIND_NAMES = list(KINDS)
+
+
+def expected_value(kind, params, paths):
+  return sum(kind.value(np.asarray(leaf(params, p), np.float64)) for p in paths)
+
+
+# Values ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", WHERE_FORMS, ids=WHERE_IDS)
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_value_is_the_hand_formula_over_the_selected_leaves(name, form):
+  _, where, paths = form
+  kind, params = KINDS[name], numpy_params()
+  value = kind.make(where)(to_jax(params))
+  assert value.shape == () and value.dtype == jnp.float32
+  np.testing.assert_allclose(value, expected_value(kind, params, paths), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_nothing_selected_is_zero(name):
+  params = to_jax(numpy_params())
+  assert KINDS[name].make(select.by_path("no such leaf"))(params) == 0.0
+  assert KINDS[name].make()({"n": jnp.arange(3)}) == 0.0
+
+
+def test_docstring_conventions():
+  # λΣ|w| and λΣw² with no ½, on a tree small enough to check by eye.
+  params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([3.0])}
+  assert jr.L1(0.5)(params) == 3.0
+  assert jr.L2(0.5)(params) == 7.0
+  assert jr.ElasticNet(0.5, 0.5)(params) == 10.0
+  assert jr.GroupLasso(1.0, axis=0)({"w": jnp.array([[3.0, 0.0], [4.0, 1.0]])}) == 6.0
+
+
+# Proximal maps -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", WHERE_FORMS, ids=WHERE_IDS)
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_prox_is_the_exact_prox_on_selected_leaves_and_identity_elsewhere(name, form):
+  _, where, paths = form
+  kind, np_params = KINDS[name], numpy_params()
+  params = to_jax(np_params)
+  out = kind.make(where).prox(params, 0.8)
+  assert jax.tree.structure(out) == jax.tree.structure(params)
+  for path, w in walk(params):
+    z = leaf(out, path)
+    if path in paths:
+      assert z.dtype == w.dtype and z.shape == w.shape
+      np.testing.assert_allclose(z, kind.prox(np.asarray(leaf(np_params, path), np.float64), 0.8),
+                                 rtol=1e-6, atol=1e-7, err_msg=path)
+      np.testing.assert_allclose(z, kind.jaxreg_prox(w, 0.8), rtol=1e-6, atol=1e-7, err_msg=path)
+    else:
+      assert z is w, path
+
+
+_jit_prox = jax.jit(lambda reg, params, step: reg.prox(params, step))
+
+
+@hypothesis.settings(max_examples=15)
+@given(strength=st.floats(0, 3), step=st.floats(0, 3), name=st.sampled_from(KIND_NAMES))
+def test_prox_scales_with_step_and_strength(strength, step, name):
+  # prox_{step·R} for R of any strength: the threshold is step·strength.
+  make = {"L1": lambda s: jr.L1(s), "L2": lambda s: jr.L2(s),
+          "ElasticNet": lambda s: jr.ElasticNet(s, s / 2),
+          "GroupLasso_axis0": lambda s: jr.GroupLasso(s, axis=0),
+          "GroupLasso_last": lambda s: jr.GroupLasso(s, axis=-1)}[name]
+  reference = {"L1": lambda w, t: np_soft(w, t), "L2": lambda w, t: w / (1 + 2 * t),
+               "ElasticNet": lambda w, t: np_soft(w, t) / (1 + t),
+               "GroupLasso_axis0": lambda w, t: np_group_shrink(w, t, 0),
+               "GroupLasso_last": lambda w, t: np_group_shrink(w, t, -1)}[name]
+  w = numpy_params()["params"]["blocks"][1][0]["kernel"] * 3
+  out = _jit_prox(make(strength), {"w": w}, step)["w"]
+  np.testing.assert_allclose(out, reference(w.astype(np.float64), step * strength),
+                             rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["L1", "L2", "ElasticNet"])
+def test_prox_with_a_step_per_coordinate(name):
+  kind, np_params = KINDS[name], numpy_params()
+  steps = jax.tree.map(lambda w: np.linspace(0, 2, np.size(w)).reshape(np.shape(w)), np_params)
+  out = kind.make().prox(to_jax(np_params), steps)
+  for path in FLOATING:
+    w, s = leaf(np_params, path).astype(np.float64), leaf(steps, path)
+    np.testing.assert_allclose(leaf(out, path), kind.prox(w, s), rtol=1e-6, atol=1e-7, err_msg=path)
+  np.testing.assert_array_equal(out["ids"], np_params["ids"])
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_prox_with_a_step_per_leaf(name):
+  kind, np_params = KINDS[name], numpy_params()
+  scalars = iter(np.linspace(0.1, 2.0, 8))
+  steps = jax.tree.map(lambda w: float(next(scalars)), np_params)
+  out = kind.make().prox(to_jax(np_params), steps)
+  for path in FLOATING:
+    w, s = leaf(np_params, path).astype(np.float64), leaf(steps, path)
+    np.testing.assert_allclose(leaf(out, path), kind.prox(w, s), rtol=1e-6, atol=1e-7, err_msg=path)
+
+
+def test_group_lasso_prox_needs_one_step_per_leaf():
+  with pytest.raises(ValueError, match="GroupLasso.prox needs a scalar step per leaf"):
+    jr.GroupLasso(0.1, axis=0).prox({"w": jnp.ones((2, 3))}, {"w": jnp.ones((2, 3))})
+
+
+def test_step_zero_is_the_identity():
+  params = to_jax(numpy_params())
+  for kind in KINDS.values():
+    chex.assert_trees_all_equal(kind.make().prox(params, 0.0), params)
+
+
+# Group lasso ---------------------------------------------------------------------------
+
+def test_group_lasso_zeroes_whole_columns_of_a_dense_kernel():
+  # (in=4, out=5): columns are output units; those of norm <= 1 go, the others stay.
+  rng = np.random.default_rng(3)
+  kernel = rng.normal(size=(4, 5)).astype(np.float32)
+  kernel /= np.linalg.norm(kernel, axis=0)
+  kernel *= np.float32([0.5, 3.0, 0.9, 2.0, 1.5])
+  out = np.asarray(jr.GroupLasso(1.0, axis=0).prox({"kernel": jnp.asarray(kernel)}, 1.0)["kernel"])
+  np.testing.assert_array_equal(out[:, [0, 2]], 0.0)
+  assert np.all(out[:, [1, 3, 4]] != 0)
+  np.testing.assert_allclose(np.linalg.norm(out, axis=0), [0, 2.0, 0, 1.0, 0.5], atol=1e-6)
+
+
+def test_group_lasso_axis_tuple_groups_conv_kernels_by_output_channel():
+  # (h, w, in, out) reduced over (0, 1, 2): one group per output channel.
+  rng = np.random.default_rng(4)
+  kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+  kernel /= np.linalg.norm(kernel.reshape(-1, 4), axis=0)
+  kernel *= np.float32([0.1, 2.0, 0.2, 5.0])
+  reg = jr.GroupLasso(0.5, axis=(0, 1, 2))
+  np.testing.assert_allclose(reg({"k": jnp.asarray(kernel)}), 0.5 * (0.1 + 2.0 + 0.2 + 5.0),
+                             rtol=1e-6)
+  out = np.asarray(reg.prox({"k": jnp.asarray(kernel)}, 1.0)["k"])
+  np.testing.assert_array_equal(out[..., [0, 2]], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(out.reshape(-1, 4), axis=0), [0, 1.5, 0, 4.5],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [2, -3, (0, 2)])
+def test_group_lasso_axis_out_of_range_is_a_clear_value_error(axis):
+  reg = jr.GroupLasso(0.1, axis=axis)
+  params = {"kernel": jnp.ones((4, 3))}
+  message = f"GroupLasso axis={axis!r} is out of range for a selected leaf of shape (4, 3)"
+  with pytest.raises(ValueError, match=re.escape(message)):
+    reg(params)
+  with pytest.raises(ValueError, match="out of range"):
+    reg.prox(params, 0.1)
+
+
+# Gradients -----------------------------------------------------------------------------
+
+def float_params():
+  tree = numpy_params()
+  del tree["step"], tree["ids"]
+  return tree
+
+
+# Selection is a trace-time matter that the value tests cover form by form: here one
+# form that selects everything and one that leaves some leaves out.
+@pytest.mark.parametrize("form", [WHERE_FORMS[0], WHERE_FORMS[3]], ids=["none", "kernels"])
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_gradient_is_the_closed_form(name, form):
+  _, where, paths = form
+  kind, np_params = KINDS[name], float_params()
+  grads = jax.grad(kind.make(where))(to_jax(np_params))
+  for path, w in walk(np_params):
+    expected = kind.grad(w.astype(np.float64)) if path in paths else np.zeros_like(w)
+    np.testing.assert_allclose(leaf(grads, path), expected, rtol=1e-6, atol=1e-7, err_msg=path)
+
+
+def test_l1_gradient_is_exactly_zero_at_zero():
+  g = jax.grad(jr.L1(0.3))({"w": jnp.array([0.0, -0.0, 1e-30, -2.0])})["w"]
+  np.testing.assert_array_equal(g, np.float32([0.0, 0.0, 0.3, -0.3]))
+  # Also through an elastic net, and in forward mode.
+  g = jax.jacfwd(jr.ElasticNet(0.3, 1.0))({"w": jnp.zeros(2)})["w"]
+  np.testing.assert_array_equal(g, [0.0, 0.0])
+
+
+def test_group_lasso_gradient_at_a_zero_group_is_zero():
+  g = jax.grad(jr.GroupLasso(2.0, axis=0))({"w": jnp.array([[0.0, 3.0], [0.0, -4.0]])})["w"]
+  np.testing.assert_allclose(g, [[0.0, 1.2], [0.0, -1.6]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_check_grads_away_from_kinks(name):
+  # Move every entry away from 0, where |w| has its kink.
+  params = jax.tree.map(lambda w: w + np.sign(w) * 0.5 + (w == 0), float_params())
+  check_grads(jax.jit(KINDS[name].make()), (to_jax(params),), order=1, modes=("fwd", "rev"),
+              eps=1e-3)
+
+
+def test_gradient_with_respect_to_the_strength():
+  params = to_jax(float_params())
+  np_params = float_params()
+  abs_sum = sum(np.sum(np.abs(w.astype(np.float64))) for _, w in walk(np_params))
+  sq_sum = sum(np.sum(w.astype(np.float64) ** 2) for _, w in walk(np_params))
+  np.testing.assert_allclose(jax.grad(lambda s: jr.L1(s)(params))(0.5), abs_sum, rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda s: jr.L2(s)(params))(0.5), sq_sum, rtol=1e-6)
+
+
+# Sums ----------------------------------------------------------------------------------
+
+def test_l1_plus_l2_has_the_elastic_net_prox():
+  np_params = float_params()
+  params = to_jax(np_params)
+  reg = jr.L1(A) + jr.L2(B)
+  assert isinstance(reg, jr.Sum)
+  # Strengths of overlapping terms add up: A·|w| + B·w² again, split over three terms.
+  split = jr.L2(B / 4) + jr.ElasticNet(A / 3, B / 2) + jr.L2(B / 4) + jr.L1(2 * A / 3)
+  np.testing.assert_allclose(reg(params), expected_value(KINDS["ElasticNet"], np_params, FLOATING),
+                             rtol=1e-6)
+  for reg in [reg, split]:
+    out = reg.prox(params, 0.8)
+    for path, w in walk(np_params):
+      np.testing.assert_allclose(leaf(out, path),
+                                 KINDS["ElasticNet"].prox(w.astype(np.float64), 0.8),
+                                 rtol=1e-6, atol=1e-7, err_msg=path)
+
+
+def test_overlapping_l1_and_l2_add_up_where_both_select():
+  np_params = numpy_params()
+  params = to_jax(np_params)
+  reg = jr.L1(A, where=select.kernels()) + jr.L2(B, where=select.exclude("scale"))
+  out = reg.prox(params, 0.5)
+  for path, w in walk(params):
+    w64 = np.asarray(w, np.float64)
+    if path in KERNELS:
+      expected = KINDS["ElasticNet"].prox(w64, 0.5)
+    elif path in FLOATING - {"params/LayerNorm_0/scale"}:
+      expected = KINDS["L2"].prox(w64, 0.5)
+    else:
+      assert leaf(out, path) is w, path
+      continue
+    np.testing.assert_allclose(leaf(out, path), expected, rtol=1e-6, atol=1e-7, err_msg=path)
+
+
+def test_group_lasso_and_l1_on_the_same_leaf_have_no_closed_form():
+  params = to_jax(float_params())
+  group = jr.GroupLasso(0.1, axis=0, where=select.kernels())
+  lasso = jr.L1(0.1, where=select.by_path("Dense"))
+  with pytest.raises(NotImplementedError, match="'params/Dense_0/kernel'"):
+    (group + lasso).prox(params, 0.1)
+  # The value is still defined.
+  np.testing.assert_allclose((group + lasso)(params), group(params) + lasso(params), rtol=1e-6)
+
+
+def test_sum_over_disjoint_leaves_applies_each_prox_to_its_own_leaves():
+  np_params = numpy_params()
+  params = to_jax(np_params)
+  group = KINDS["GroupLasso_axis0"]
+  reg = group.make(select.kernels()) + KINDS["L1"].make(select.exclude(select.kernels()))
+  np.testing.assert_allclose(
+      reg(params), expected_value(group, np_params, KERNELS)
+      + expected_value(KINDS["L1"], np_params, FLOATING - KERNELS), rtol=1e-6)
+  out = reg.prox(params, 1.5)
+  for path, w in walk(params):
+    w64 = np.asarray(w, np.float64)
+    if path in KERNELS:
+      np.testing.assert_allclose(leaf(out, path), group.prox(w64, 1.5), rtol=1e-6, atol=1e-7)
+    elif path in FLOATING:
+      np.testing.assert_allclose(leaf(out, path), KINDS["L1"].prox(w64, 1.5), rtol=1e-6, atol=1e-7)
+    else:
+      assert leaf(out, path) is w
+
+
+def test_python_sum_of_regularizers():
+  np_params = float_params()
+  params = to_jax(np_params)
+  reg = sum([jr.L1(A), jr.L2(B, where=select.kernels()),
+             jr.GroupLasso(G, axis=-1, where=select.by_path("Dense_0/bias"))])
+  assert isinstance(reg, jr.Sum) and len(reg.terms) == 3
+  expected = (expected_value(KINDS["L1"], np_params, FLOATING)
+              + expected_value(KINDS["L2"], np_params, KERNELS)
+              + expected_value(KINDS["GroupLasso_last"], np_params, {"params/Dense_0/bias"}))
+  np.testing.assert_allclose(reg(params), expected, rtol=1e-6)
+  assert sum([jr.L1(A)]).strength == A
+
+
+@pytest.mark.parametrize("alias,full", [
+    (lambda: jr.l1(0.02), lambda: jr.L1(0.02)),
+    (lambda: jr.l1(), lambda: jr.L1(0.01)),
+    (lambda: jr.l2(0.02), lambda: jr.L2(0.02)),
+    (lambda: jr.l2(), lambda: jr.L2(0.01)),
+    (lambda: jr.l1_l2(l1=0.02, l2=0.05), lambda: jr.ElasticNet(0.02, 0.05)),
+    (lambda: jr.l1_l2(l2=0.05), lambda: jr.ElasticNet(0.01, 0.05)),
+    (lambda: jr.l1(0.02, where=select.kernels()), lambda: jr.L1(0.02, where=select.kernels())),
+], ids=["l1", "l1_default", "l2", "l2_default", "l1_l2", "l1_l2_default", "l1_where"])
+def test_keras_aliases_equal_the_classes(alias, full):
+  params = to_jax(numpy_params())
+  alias, full = alias(), full()
+  assert type(alias) is type(full)
+  assert jax.tree.leaves(alias) == jax.tree.leaves(full)
+  chex.assert_trees_all_equal(alias(params), full(params))
+  chex.assert_trees_all_equal(alias.prox(params, 0.7), full.prox(params, 0.7))
+
+
+def test_keras_l2_is_lambda_sum_of_squares():
+  # Keras: l2(0.01) adds 0.01·Σw² to the loss.
+  assert jr.l2(0.01)({"w": jnp.array([3.0, 4.0])}) == pytest.approx(0.25)
+  assert jr.l1_l2(l1=0.1, l2=0.01)({"w": jnp.array([3.0, -4.0])}) == pytest.approx(0.95)
+
+
+# Pytrees, jit and vmap -------------------------------------------------------------------
+
+def test_strengths_are_the_leaves_and_the_rest_is_static():
+  assert jax.tree.leaves(jr.L1(0.3)) == [0.3]
+  assert jax.tree.leaves(jr.ElasticNet(0.3, 0.7)) == [0.3, 0.7]
+  assert jax.tree.leaves(jr.L1(0.3) + jr.GroupLasso(0.5, axis=0)) == [0.3, 0.5]
+  assert (jax.tree.structure(jr.GroupLasso(0.5, axis=0))
+          != jax.tree.structure(jr.GroupLasso(0.5, axis=1)))
+  rebuilt = jax.tree.map(lambda s: 2 * s, jr.GroupLasso(0.5, axis=(0, 1), where=select.kernels()))
+  assert isinstance(rebuilt, jr.GroupLasso)
+  assert (rebuilt.strength, rebuilt.axis, rebuilt.where) == (1.0, (0, 1), select.kernels())
+
+
+def test_regularizers_pass_through_jit_and_strengths_do_not_retrace():
+  np_params = numpy_params()
+  params = to_jax(np_params)
+  traces = []
+
+  @jax.jit
+  def value(reg, params):
+    traces.append(reg)
+    return reg(params)
+
+  for strength in [0.1, 0.2, 0.4]:
+    np.testing.assert_allclose(value(jr.L1(strength), params),
+                               strength / A * expected_value(KINDS["L1"], np_params, FLOATING),
+                               rtol=1e-6)
+  assert len(traces) == 1
+  np.testing.assert_allclose(value(jr.L1(0.1) + jr.L2(0.2), params),
+                             0.1 / A * expected_value(KINDS["L1"], np_params, FLOATING)
+                             + 0.2 / B * expected_value(KINDS["L2"], np_params, FLOATING),
+                             rtol=1e-6)
+
+
+def test_traced_strengths_inside_jit():
+  np_params = float_params()
+  params = to_jax(np_params)
+  fn = jax.jit(lambda a, b, s, p: (jr.ElasticNet(a, b)(p), jr.ElasticNet(a, b).prox(p, s)))
+  value, out = fn(A, B, 0.8, params)
+  np.testing.assert_allclose(value, expected_value(KINDS["ElasticNet"], np_params, FLOATING),
+                             rtol=1e-6)
+  for path, w in walk(np_params):
+    np.testing.assert_allclose(leaf(out, path), KINDS["ElasticNet"].prox(w.astype(np.float64), 0.8),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_vmap_over_a_batch_of_strengths():
+  np_params = float_params()
+  params = to_jax(np_params)
+  strengths = jnp.array([0.0, 1.0, 2.0])
+  abs_sum = expected_value(KINDS["L1"], np_params, FLOATING) / A
+  values = jax.jit(jax.vmap(lambda r: r(params)))(jr.L1(strengths))
+  np.testing.assert_allclose(values, np.array([0.0, 1.0, 2.0]) * abs_sum, rtol=1e-6)
+  norms = expected_value(KINDS["GroupLasso_axis0"], np_params, FLOATING) / G
+  values = jax.jit(jax.vmap(lambda r: r(params)))(jr.GroupLasso(strengths, axis=0))
+  np.testing.assert_allclose(values, np.array([0.0, 1.0, 2.0]) * norms, rtol=1e-6)
+  # One prox per strength.
+  w = np_params["params"]["Dense_0"]["bias"].astype(np.float64)
+  out = jax.jit(jax.vmap(lambda r: r.prox(params, 0.5)))(jr.L1(strengths))
+  out = out["params"]["Dense_0"]["bias"]
+  np.testing.assert_allclose(out, [np_soft(w, 0.5 * s) for s in [0.0, 1.0, 2.0]], rtol=1e-6)
+
+
+def test_vmap_over_a_sum_of_regularizers():
+  params = {"w": jnp.array([1.0, -2.0])}
+  reg = jr.L1(jnp.array([1.0, 2.0])) + jr.L2(jnp.array([0.5, 0.0]))
+  np.testing.assert_allclose(jax.vmap(lambda r: r(params))(reg), [3.0 + 2.5, 6.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_bf16_params_give_a_float32_value(name):
+  kind = KINDS[name]
+  np_params = float_params()
+  params = jax.tree.map(lambda w: jnp.asarray(w, jnp.bfloat16), np_params)
+  # The bf16 values exactly, in float64: the penalty of what is stored.
+  stored = jax.tree.map(lambda w: np.asarray(w, np.float64), params)
+  value, out = jax.jit(lambda r, p: (r(p), r.prox(p, 0.5)))(kind.make(), params)
+  assert value.dtype == jnp.float32
+  np.testing.assert_allclose(value, expected_value(kind, stored, FLOATING), rtol=1e-6)
+  assert all(z.dtype == jnp.bfloat16 for z in jax.tree.leaves(out))
+
+
+class JitTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_and_prox(self):
+    np_params = numpy_params()
+    params = to_jax(np_params)
+    for name, kind in KINDS.items():
+      reg = kind.make(select.exclude("scale"))
+      value, out = self.variant(lambda r, p, s: (r(p), r.prox(p, s)))(reg, params, 0.6)
+      paths = FLOATING - {"params/LayerNorm_0/scale"}
+      np.testing.assert_allclose(value, expected_value(kind, np_params, paths), rtol=1e-6,
+                                 err_msg=name)
+      for path in paths:
+        np.testing.assert_allclose(leaf(out, path),
+                                   kind.prox(leaf(np_params, path).astype(np.float64), 0.6),
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+      chex.assert_trees_all_equal(out["ids"], params["ids"])
+
+
+# Reference libraries ---------------------------------------------------------------------
+
+def test_l2_gradient_is_optax_add_decayed_weights_of_twice_the_strength():
+  params = to_jax(float_params())
+  strength = 0.05
+  decay = optax.add_decayed_weights(2 * strength)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = decay.update(zeros, decay.init(params), params)
+  chex.assert_trees_all_close(jax.grad(jr.L2(strength))(params), updates, rtol=1e-6)
+  # The same with a mask: optax's mask and jaxreg's where select the same leaves.
+  masked = optax.add_decayed_weights(2 * strength, mask=select.mask(select.kernels(), params))
+  updates, _ = masked.update(zeros, masked.init(params), params)
+  chex.assert_trees_all_close(jax.grad(jr.L2(strength, where=select.kernels()))(params), updates,
+                              rtol=1e-6)
+
+
+def _regression(tasks=None, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(200, 8))
+  coef = np.array([3.0, -2.0, 0.0, 0.0, 1.5, 0.0, 0.05, 0.0])
+  if tasks:
+    coef = coef[:, None] * rng.uniform(0.5, 1.5, size=(1, tasks))
+  y = x @ coef + 0.1 * rng.normal(size=(200,) + ((tasks,) if tasks else ()))
+  return x, y
+
+
+@jax.jit
+def _ista(reg, x, y, w0):
+  r"""Proximal gradient on ``||y - xw||²/(2n) + R(w)``: the objective scikit-learn uses."""
+  n = x.shape[0]
+  lr = 1 / jnp.linalg.eigvalsh(x.T @ x / n)[-1]
+
+  def step(_, w):
+    grad = x.T @ (x @ w - y) / n
+    return reg.prox({"w": w - lr * grad}, lr)["w"]
+
+  return jax.lax.fori_loop(0, 1000, step, w0)
+
+
+def _fit(reg, x, y):
+  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+  return np.asarray(_ista(reg, x, y, jnp.zeros(x.shape[1:] + y.shape[1:])))
+
+
+def test_l1_prox_gradient_matches_sklearn_lasso():
+  x, y = _regression()
+  alpha = 0.1
+  ref = linear_model.Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(x, y)
+  w = _fit(jr.L1(alpha), x, y)
+  np.testing.assert_allclose(w, ref.coef_, atol=1e-4)
+  np.testing.assert_array_equal(w == 0, ref.coef_ == 0)
+  assert np.sum(w == 0) >= 4
+
+
+def test_elastic_net_prox_gradient_matches_sklearn_with_the_documented_map():
+  x, y = _regression(seed=1)
+  alpha, l1_ratio = 0.2, 0.6
+  ref = linear_model.ElasticNet(alpha=alpha, l1_ratio=l1_ratio, fit_intercept=False, tol=1e-12,
+                                max_iter=100_000).fit(x, y)
+  w = _fit(jr.ElasticNet(alpha * l1_ratio, alpha * (1 - l1_ratio) / 2), x, y)
+  np.testing.assert_allclose(w, ref.coef_, atol=1e-4)
+  np.testing.assert_array_equal(w == 0, ref.coef_ == 0)
+
+
+def test_group_lasso_prox_gradient_matches_sklearn_multitask_lasso():
+  # MultiTaskLasso penalizes the rows of W (features, tasks), each across the tasks:
+  # GroupLasso with axis=1.
+  x, y = _regression(tasks=3, seed=2)
+  alpha = 0.15
+  ref = linear_model.MultiTaskLasso(alpha=alpha, fit_intercept=False, tol=1e-12,
+                                    max_iter=100_000).fit(x, y)
+  w = _fit(jr.GroupLasso(alpha, axis=1), x, y)
+  np.testing.assert_allclose(w, ref.coef_.T, atol=1e-4)
+  zero_rows = np.all(ref.coef_.T == 0, axis=1)
+  assert zero_rows.sum() >= 3
+  np.testing.assert_array_equal(np.all(w == 0, axis=1), zero_rows)
