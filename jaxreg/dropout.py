@@ -48,14 +48,31 @@ def _trivial_rate(rate) -> float | None:
   return None
 
 
+def _without_mask(x, rate, deterministic: bool):
+  """The output when no draw is needed: ``x`` when deterministic or for a known rate
+  of 0, zeros for a known rate of 1; ``None`` otherwise."""
+  if deterministic or _trivial_rate(rate) == 0.0:
+    return x
+  if _trivial_rate(rate) == 1.0:
+    return jnp.zeros_like(x)
+  return None
+
+
 def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
-            deterministic: bool = False, mode: str = "inverted") -> jax.Array:
+            deterministic: bool = False, mode: str = "inverted", exact: bool = False,
+            residual: str | None = None) -> jax.Array:
   r"""Dropout: zeroes each entry of ``x`` with probability ``rate``.
 
   Inverted mode (default): :math:`y = m \odot x / q` in training, :math:`y = x` when
   deterministic. Classic mode: :math:`y = m \odot x` in training,
   :math:`y = (1-p)\,x` when deterministic. Here :math:`m_i \sim \mathrm{Bernoulli}(q)`
   with :math:`q = 1 - p` (to :math:`2^{-24}`, see :mod:`jaxreg.masks`).
+
+  The backward pass of :math:`y = m \odot x / q` needs only the mask, and by default
+  stores none of it: the mask is drawn again from the key (``residual="recompute"``).
+  ``residual="packed"`` stores it as 1 bit per element instead (the default with
+  ``exact=True``, whose generator is too slow to run twice). Values and gradients are
+  the same either way, and forward mode (``jvp``, ``jacfwd``) is unaffected.
 
   Args:
     key: PRNG key; may be ``None`` when ``deterministic`` or when ``rate`` is 0 or 1.
@@ -66,6 +83,11 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
       time, features)`` is variational (time-shared) dropout.
     deterministic: evaluation mode: no randomness.
     mode: ``"inverted"`` or ``"classic"``.
+    exact: draw the mask with ``jax.random.bernoulli`` and scale by ``1 - rate``, as
+      ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` do: bit-identical to them for
+      the same key, and many times slower than the default fast path.
+    residual: what the backward pass keeps of the mask: ``"recompute"`` (nothing),
+      ``"packed"`` (1 bit per element), or ``None`` for the default above.
 
   >>> import jax, jax.numpy as jnp
   >>> y = dropout(jax.random.key(0), jnp.ones(8), 0.5)
@@ -78,6 +100,7 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
   rate = _checks.check_rate(rate)
   if mode not in _MODES:
     raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+  residual = masks.check_residual(residual, exact)
   if deterministic:
     return x if mode == "inverted" else (x * (1.0 - rate)).astype(x.dtype)
   trivial = _trivial_rate(rate)
@@ -85,16 +108,21 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     return x
   if trivial == 1.0:
     return jnp.zeros_like(x)
-  keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims)
-  if mode == "classic":
-    return jnp.where(keep.mask, x, jnp.zeros((), x.dtype))
-  # Division, not multiplication by 1/q, rounds once: better for bf16/f16.
-  safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
-  return jnp.where(keep.mask, x / safe_q, jnp.zeros((), x.dtype))
+
+  def apply_mask(x):
+    keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact)
+    mask = masks.as_residual(keep.mask, residual)
+    if mode == "classic":
+      return jnp.where(mask, x, jnp.zeros((), x.dtype))
+    # Division, not multiplication by 1/q, rounds once: better for bf16/f16.
+    safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
+    return jnp.where(mask, x / safe_q, jnp.zeros((), x.dtype))
+
+  return jax.checkpoint(apply_mask, policy=masks.residual_policy(residual))(x)
 
 
-def dropout_mask(key, shape: Sequence[int], rate, *,
-                 broadcast_dims: Sequence[int] = ()) -> jax.Array:
+def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
+                 exact: bool = False) -> jax.Array:
   """The boolean keep-mask that :func:`dropout` applies for the same arguments.
 
   ``True`` means kept. The mask has the full ``shape``, constant along
@@ -110,10 +138,12 @@ def dropout_mask(key, shape: Sequence[int], rate, *,
   if trivial is not None:
     return jnp.full(shape, trivial == 0.0)
   return jnp.broadcast_to(
-      masks.keep_mask(key, shape, rate, broadcast_dims=broadcast_dims).mask, shape)
+      masks.keep_mask(key, shape, rate, broadcast_dims=broadcast_dims, exact=exact).mask,
+      shape)
 
 
-def alpha_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
+def alpha_dropout(key, x, rate, *, deterministic: bool = False,
+                  exact: bool = False) -> jax.Array:
   r"""Alpha dropout (Klambauer et al., 2017), the dropout for SELU networks.
 
   A dropped entry is set to SELU's negative saturation value
@@ -125,6 +155,7 @@ def alpha_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
     a = \big(q + \alpha'^2 q (1-q)\big)^{-1/2},\quad b = -a\,\alpha' (1-q).
 
   ``rate=1`` returns zeros (as PyTorch does), where the affine map is undefined.
+  ``exact`` draws the mask as in :func:`dropout`.
 
   >>> import jax, jax.numpy as jnp
   >>> alpha_dropout(jax.random.key(0), jnp.ones(3), 0.1).dtype
@@ -132,11 +163,9 @@ def alpha_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
   """
   x = _checks.check_floating(x)
   rate = _checks.check_rate(rate)
-  if deterministic or _trivial_rate(rate) == 0.0:
-    return x
-  if _trivial_rate(rate) == 1.0:
-    return jnp.zeros_like(x)
-  keep = masks.keep_mask(key, x.shape, rate)
+  if (shortcut := _without_mask(x, rate, deterministic)) is not None:
+    return shortcut
+  keep = masks.keep_mask(key, x.shape, rate, exact=exact)
   q = keep.keep_prob
   a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
   b = -a * _ALPHA_PRIME * (1 - q)
@@ -157,10 +186,8 @@ def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
   """
   x = _checks.check_floating(x)
   rate = _checks.check_rate(rate)
-  if deterministic or _trivial_rate(rate) == 0.0:
-    return x
-  if _trivial_rate(rate) == 1.0:
-    return jnp.zeros_like(x)
+  if (shortcut := _without_mask(x, rate, deterministic)) is not None:
+    return shortcut
   rate = jnp.asarray(rate, jnp.float32)
   below_one = rate < 1
   stddev = jnp.sqrt(rate / jnp.where(below_one, 1.0 - rate, 1.0))
@@ -186,12 +213,13 @@ def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
 
 
 def drop_path(key, x, rate, *, deterministic: bool = False,
-              mode: str = "inverted") -> jax.Array:
+              mode: str = "inverted", exact: bool = False,
+              residual: str | None = None) -> jax.Array:
   """Stochastic depth (Huang et al., 2016): drops whole examples along axis 0.
 
   Applied to a residual branch, ``h + drop_path(key, f(h), rate)`` skips ``f`` for a
-  random subset of the batch. Equal to :func:`dropout` with the mask shared along every
-  axis but the first.
+  random subset of the batch. Equal to :func:`dropout` (options included) with the
+  mask shared along every axis but the first.
 
   >>> import jax, jax.numpy as jnp
   >>> y = drop_path(jax.random.key(1), jnp.ones((4, 3)), 0.5)
@@ -202,26 +230,29 @@ def drop_path(key, x, rate, *, deterministic: bool = False,
   if x.ndim == 0:
     raise ValueError("drop_path needs an array with a batch axis, got a scalar")
   return dropout(key, x, rate, broadcast_dims=tuple(range(1, x.ndim)),
-                 deterministic=deterministic, mode=mode)
+                 deterministic=deterministic, mode=mode, exact=exact, residual=residual)
 
 
 def drop_connect(key, w, rate, *, deterministic: bool = False,
-                 mode: str = "inverted") -> jax.Array:
+                 mode: str = "inverted", exact: bool = False,
+                 residual: str | None = None) -> jax.Array:
   """DropConnect (Wan et al., 2013): dropout on a weight array instead of activations.
 
   Each weight is dropped independently for the step that draws ``key``; use it as
-  ``x @ drop_connect(key, w, rate)``. Same scaling conventions as :func:`dropout`.
+  ``x @ drop_connect(key, w, rate)``. Same scaling conventions and options as
+  :func:`dropout`.
 
   >>> import jax, jax.numpy as jnp
   >>> drop_connect(jax.random.key(0), jnp.ones((2, 2)), 0.0)
   Array([[1., 1.],
          [1., 1.]], dtype=float32)
   """
-  return dropout(key, w, rate, deterministic=deterministic, mode=mode)
+  return dropout(key, w, rate, deterministic=deterministic, mode=mode, exact=exact,
+                 residual=residual)
 
 
 def dropblock(key, x, rate, block_size: int, *,
-              deterministic: bool = False) -> jax.Array:
+              deterministic: bool = False, exact: bool = False) -> jax.Array:
   r"""DropBlock (Ghiasi et al., 2018): drops contiguous square blocks of feature maps.
 
   ``x`` is channels-last, ``(batch, *spatial, channels)``. Block corners are drawn
@@ -235,7 +266,8 @@ def dropblock(key, x, rate, block_size: int, *,
   follows it, so about a fraction ``p`` of each map is dropped. The survivors are
   scaled by ``size / count_kept`` over the whole array, as in the paper, which keeps
   the sum of a constant input exactly. ``block_size=1`` is plain dropout in
-  distribution. ``rate=1`` returns zeros.
+  distribution. ``rate=1`` returns zeros. ``exact`` draws the corners as
+  :func:`dropout` draws its mask.
 
   >>> import jax, jax.numpy as jnp
   >>> dropblock(jax.random.key(0), jnp.ones((1, 6, 6, 2)), 0.2, 3).shape
@@ -252,17 +284,16 @@ def dropblock(key, x, rate, block_size: int, *,
   if block_size > min(spatial):
     raise ValueError(
         f"block_size {block_size} is larger than the spatial dims {spatial} of x")
-  if deterministic or _trivial_rate(rate) == 0.0:
-    return x
-  if _trivial_rate(rate) == 1.0:
-    return jnp.zeros_like(x)
+  if (shortcut := _without_mask(x, rate, deterministic)) is not None:
+    return shortcut
   valid = [n - block_size + 1 for n in spatial]
   ratio = 1.0
   for n, v in zip(spatial, valid):
     ratio *= n / v
   gamma = jnp.minimum(jnp.asarray(rate, jnp.float32) * ratio / block_size**len(spatial), 1.0)
   # Block corners are the entries a keep-mask at rate gamma drops.
-  corners = ~masks.keep_mask(key, (x.shape[0], *valid, x.shape[-1]), gamma).mask
+  corners = ~masks.keep_mask(key, (x.shape[0], *valid, x.shape[-1]), gamma,
+                             exact=exact).mask
   window = (1, *([block_size] * len(spatial)), 1)
   padding = ((0, 0), *([(block_size - 1, block_size - 1)] * len(spatial)), (0, 0))
   dropped = jax.lax.reduce_window(corners, False, jax.lax.bitwise_or, window,

@@ -1,14 +1,50 @@
 """Keep-masks: the one place where a PRNG key becomes random bits.
 
 Every dropout variant in :mod:`jaxreg.dropout` asks :func:`keep_mask` for its mask, and
-the noise variants ask :func:`standard_normal`, so the way bits are drawn (and made
-faster) is decided here alone.
+the noise variants ask :func:`standard_normal`, so how bits are drawn is decided here
+alone.
 
-A keep-mask ``m`` has independent entries with ``P(m_i = 1) = q``, where ``q`` is
-``1 - rate`` rounded down to a multiple of ``2^-24``: each entry compares the top 24 bits
-of one random ``uint32`` with ``q·2^24``. The mask comes with that realized ``q``, which
-is exact in float32, so that callers scale by the probability the mask was truly drawn
-with: for ``y = m·x/q``, ``E[y] = x`` holds exactly, not only to rounding.
+**The fast path** (default). Dropout is a memory-bound elementwise op, yet drawing one
+threefry word per element costs tens of times a copy of the array. Here the key is run
+through threefry once, for a 64-bit seed ``(s0, s1)``, and each element gets its 32
+bits from a keyed hash of its own index ``i`` in the (mask-shaped) array:
+
+.. math::
+  h(i) = f\\big(f(i \\oplus s_0) + s_1\\big),
+
+where ``f`` is MurmurHash3's 32-bit finalizer (Appleby), a bijection with full
+avalanche. For a fixed seed ``h`` is a bijection of the index, so no two elements
+share their bits. The index is built from per-dimension iotas, so every device of a
+sharded array computes the bits of its own elements, identical whatever the sharding,
+with no communication. This is a counter-based generator in the spirit of Philox and
+threefry (Salmon et al., 2011) with a much cheaper round function; the statistical
+tests in ``tests/test_masks.py`` check what dropout relies on (keep fraction,
+independence of neighbours and of keys). Arrays of ``2^32`` elements or more fall back
+to threefry bits.
+
+Why a hash rather than fewer random bits per element: drawing ``k < 32`` bits per
+element (and combining the lanes of a word bitwise for rates with a short binary
+expansion) saves generator work only while the generator is the cost. The keyed hash
+costs about ten integer operations per element, no more than unpacking and combining
+lanes would, keeps one algorithm for every rate at ``2^-24`` resolution, and needs no
+data movement between elements, which is what keeps it sharding-invariant. Timings
+against Flax and a copy floor are in ``benchmarks/results/``.
+
+**The threshold.** Entry ``i`` is kept when the top 24 bits of its word are below
+``q·2^24``, with ``q`` the float32 value of ``1 - rate`` rounded down to a multiple
+of ``2^-24`` (so ``|q - (1 - rate)| < 2^-23``). So ``P(keep) = q`` exactly, and ``q``
+is exact in float32: callers scale by the probability the mask was truly drawn with,
+and ``E[m·x/q] = x`` holds exactly.
+
+**The exact path** (``exact=True``) is ``jax.random.bernoulli(key, 1 - rate, shape)``,
+draw for draw what ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` use, so results are
+bit-identical to theirs for the same key; its ``keep_prob`` is ``1 - rate`` as Flax
+scales by it.
+
+**The backward pass** of a masked op needs the mask. :func:`residual_policy` and
+:func:`as_residual` let a caller keep it as 1 bit per element (``"packed"``) or keep
+nothing and draw it again from the key (``"recompute"``), through ``jax.checkpoint``,
+which leaves forward mode (``jvp``, ``jacfwd``) untouched.
 """
 
 from __future__ import annotations
@@ -17,11 +53,16 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxreg import _checks
 
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _LEVELS = float(2**_RESOLUTION_BITS)
+_HASHABLE_SIZE = 2**32  # Indices must fit a uint32 for the hash to be a bijection.
+RESIDUALS = ("recompute", "packed")
+_MASK_NAME = "jaxreg_packed_mask"
 
 
 class KeepMask(NamedTuple):
@@ -29,7 +70,7 @@ class KeepMask(NamedTuple):
   mask: jax.Array
   """``bool``, of the requested shape with size 1 along the broadcast dims."""
   keep_prob: jax.Array
-  """``float32`` scalar ``q``: ``P(mask_i = True)``."""
+  """``float32`` scalar ``q``: ``P(mask_i = True)``, the factor to scale by."""
 
 
 def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
@@ -44,8 +85,41 @@ def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int
   return tuple(1 if i in dims else int(size) for i, size in enumerate(shape))
 
 
-def keep_mask(key, shape: Sequence[int], rate, *,
-              broadcast_dims: Sequence[int] = ()) -> KeepMask:
+def _finalize(h):
+  """MurmurHash3's ``fmix32``: a bijection of uint32 in which every input bit flips
+  each output bit with probability close to 1/2."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+  """Row-major index of every element, as uint32, from per-dimension iotas.
+
+  One iota per dimension (rather than a reshaped 1-D iota) lets the SPMD partitioner
+  give each shard its own global indices without moving data.
+  """
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for dim in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * jnp.uint32(stride)
+    stride *= shape[dim]
+  return index
+
+
+def random_bits(key, shape: Sequence[int]) -> jax.Array:
+  """32 random bits per element (``uint32`` of ``shape``), by the fast path above."""
+  shape = tuple(int(n) for n in shape)
+  if np.prod(shape, dtype=np.int64) >= _HASHABLE_SIZE:
+    return jax.random.bits(key, shape, jnp.uint32)
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  return _finalize(_finalize(_flat_index(shape) ^ seed[0]) + seed[1])
+
+
+def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
+              exact: bool = False) -> KeepMask:
   """Draws a keep-mask with ``P(keep) = 1 - rate``, shared along ``broadcast_dims``.
 
   Args:
@@ -54,6 +128,7 @@ def keep_mask(key, shape: Sequence[int], rate, *,
     rate: the drop probability: a float in ``[0, 1]``, or a traced scalar, which is
       clipped to ``[0, 1]`` (NaN drops everything).
     broadcast_dims: dims along which one draw is shared (size 1 in the mask).
+    exact: draw with ``jax.random.bernoulli`` as Flax does, instead of the fast path.
 
   Returns:
     A :class:`KeepMask`; ``mask`` broadcasts against ``shape``.
@@ -64,13 +139,61 @@ def keep_mask(key, shape: Sequence[int], rate, *,
   ((1, 3), 0.5)
   """
   key = _checks.check_key(key)
-  # q·2^24 and its floor are exact in float32, so is the realized q = level/2^24.
-  level = jnp.floor(jnp.asarray(1.0 - _checks.check_rate(rate), jnp.float32) * _LEVELS)
-  bits = jax.random.bits(key, mask_shape(shape, broadcast_dims), jnp.uint32)
-  mask = (bits >> (32 - _RESOLUTION_BITS)) < level.astype(jnp.uint32)
-  return KeepMask(mask, level / _LEVELS)
+  keep = jnp.asarray(1.0 - _checks.check_rate(rate), jnp.float32)
+  shape = mask_shape(shape, broadcast_dims)
+  if exact:
+    return KeepMask(jax.random.bernoulli(key, keep, shape), keep)
+  # q·2^24 and its floor are exact in float32, and so is the realized q = level/2^24.
+  level = jnp.floor(keep * _LEVELS)
+  bits = random_bits(key, shape) >> (32 - _RESOLUTION_BITS)
+  return KeepMask(bits < level.astype(jnp.uint32), level / _LEVELS)
 
 
 def standard_normal(key, shape: Sequence[int], dtype) -> jax.Array:
   """Independent ``N(0, 1)`` draws of ``shape`` and ``dtype``, for the noise variants."""
   return jax.random.normal(_checks.check_key(key), tuple(shape), dtype)
+
+
+def check_residual(residual: str | None, exact: bool) -> str:
+  """The backward residual to use: ``None`` picks ``"recompute"`` for the fast path
+  (a hash is as cheap as unpacking bits) and ``"packed"`` for the exact one (threefry
+  is not)."""
+  if residual is None:
+    return "packed" if exact else "recompute"
+  if residual not in RESIDUALS:
+    raise ValueError(f"residual must be one of {RESIDUALS} or None, got {residual!r}")
+  return residual
+
+
+def residual_policy(residual: str):
+  """The ``jax.checkpoint`` policy that saves what ``residual`` names and nothing else."""
+  if residual == "packed":
+    return jax.checkpoint_policies.save_only_these_names(_MASK_NAME)
+  return jax.checkpoint_policies.nothing_saveable
+
+
+def as_residual(mask: jax.Array, residual: str) -> jax.Array:
+  """``mask`` routed so that, under :func:`residual_policy`, the backward pass keeps
+  it as 1 bit per element (``"packed"``) or nothing (``"recompute"``)."""
+  if residual != "packed":
+    return mask
+  packed = checkpoint_name(pack(mask), _MASK_NAME)
+  return unpack(packed, mask.shape)
+
+
+def pack(mask: jax.Array) -> jax.Array:
+  """Packs a bool mask into uint32 words along its last axis (padded to 32):
+  bit ``j`` of word ``k`` is entry ``32k + j``."""
+  mask = jnp.atleast_1d(mask)
+  pad = -mask.shape[-1] % 32
+  mask = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)])
+  lanes = mask.reshape(*mask.shape[:-1], -1, 32).astype(jnp.uint32)
+  return jnp.sum(lanes << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def unpack(words: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """The inverse of :func:`pack` for a mask of ``shape``."""
+  shape = tuple(shape)
+  lanes = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+  flat = lanes.reshape(*words.shape[:-1], -1)[..., :(shape[-1] if shape else 1)]
+  return flat.astype(bool).reshape(shape)
