@@ -41,6 +41,12 @@ def _safe_reciprocal(q):
   return jnp.where(positive, 1.0 / jnp.where(positive, q, 1.0), 0.0)
 
 
+def _safe_sqrt(v):
+  """``sqrt(v)`` for ``v >= 0``, with gradient 0 instead of infinity at ``v == 0``."""
+  positive = v > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
+
+
 def _trivial_rate(rate) -> float | None:
   """The rate as a float when it is a known 0 or 1 (no randomness needed), else None."""
   if isinstance(rate, float) and rate in (0.0, 1.0):
@@ -190,7 +196,8 @@ def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
     return shortcut
   rate = jnp.asarray(rate, jnp.float32)
   below_one = rate < 1
-  stddev = jnp.sqrt(rate / jnp.where(below_one, 1.0 - rate, 1.0))
+  # The true d(stddev)/d(rate) is infinite at 0; a traced rate gets 0 there, not NaN.
+  stddev = _safe_sqrt(rate / jnp.where(below_one, 1.0 - rate, 1.0))
   noise = 1.0 + stddev * masks.standard_normal(key, x.shape, jnp.float32)
   return jnp.where(below_one, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
 
@@ -263,7 +270,8 @@ def dropblock(key, x, rate, block_size: int, *,
 
   (``s = block_size``, ``n_k`` the spatial sizes, ``d`` their number), over the
   positions where a whole block fits; each drawn corner drops the ``s^d`` block that
-  follows it, so about a fraction ``p`` of each map is dropped. The survivors are
+  follows it, so for small ``p`` about a fraction ``p`` of each map is dropped (less
+  for large ``p``, where blocks overlap, as in the paper). The survivors are
   scaled by ``size / count_kept`` over the whole array, as in the paper, which keeps
   the sum of a constant input exactly. ``block_size=1`` is plain dropout in
   distribution. ``rate=1`` returns zeros. ``exact`` draws the corners as
@@ -298,7 +306,8 @@ def dropblock(key, x, rate, block_size: int, *,
   padding = ((0, 0), *([(block_size - 1, block_size - 1)] * len(spatial)), (0, 0))
   dropped = jax.lax.reduce_window(corners, False, jax.lax.bitwise_or, window,
                                   (1,) * x.ndim, padding)
-  kept = ~dropped
+  # A traced rate of 1 must drop everything too, which gamma <= 1 alone does not.
+  kept = ~dropped & (jnp.asarray(rate) < 1)
   scale = x.size * _safe_reciprocal(jnp.sum(kept, dtype=jnp.float32))
   return jnp.where(kept, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
 
