@@ -60,8 +60,15 @@ class Kernels:
   """
 
   def __call__(self, path, leaf) -> bool:
-    name = path_string(path[-1:]) if path else ""
-    return _is_floating(leaf) and leaf.ndim >= 2 and name != "embedding"
+    return _is_floating(leaf) and leaf.ndim >= 2 and _leaf_name(path) != "embedding"
+
+
+def _leaf_name(path) -> str:
+  """The last key of ``path`` that names the leaf: in ``nnx.state(model)`` an NNX
+  ``Variable`` adds its own ``.value`` after the attribute's name."""
+  if path and path[-1] == jax.tree_util.GetAttrKey("value"):
+    path = path[:-1]
+  return path_string(path[-1:]) if path else ""
 
 
 @dataclasses.dataclass(frozen=True)

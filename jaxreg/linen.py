@@ -1,0 +1,291 @@
+"""Flax linen modules for the dropout family and for activity penalties.
+
+Each module holds its configuration, asks for a key with
+``self.make_rng(rng_collection)`` (``'dropout'`` unless told otherwise, as
+``flax.linen.Dropout`` does) and calls the function of the same name in
+:mod:`jaxreg.dropout`; the maths lives there. Every random module takes
+``__call__(inputs, deterministic=None, rng=None)``: ``deterministic`` is given to the
+constructor or to the call, exactly once (``flax.linen.merge_param``), and ``rng``
+overrides the key from the collection. No key is asked for when nothing random happens
+(``deterministic=True``, a rate of 0 or 1, a ``stddev`` of 0), so evaluation needs no
+``rngs``.
+
+:class:`ActivityRegularization` records the penalty of an activation in the
+``'losses'`` collection, and :func:`activity_loss` sums what was recorded.
+
+Monte-Carlo dropout (:func:`jaxreg.mc_predict`) with a linen model: the key each
+sample gets becomes the ``'dropout'`` rng of one ``apply``.
+
+>>> import jax, jax.numpy as jnp, flax.linen as nn, jaxreg as jr
+>>> model = nn.Sequential([nn.Dense(16), nn.relu, Dropout(0.5, deterministic=False),
+...                        nn.Dense(1)])
+>>> x = jnp.ones((4, 3))
+>>> variables = model.init(jax.random.key(0), x)
+>>> predict = lambda key, x: model.apply(variables, x, rngs={"dropout": key})
+>>> mean, variance = jr.mc_predict(predict, jax.random.key(1), x, num_samples=32)
+>>> mean.shape, variance.shape
+((4, 1), (4, 1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxreg import _checks
+from jaxreg.dropout import alpha_dropout
+from jaxreg.dropout import drop_path
+from jaxreg.dropout import dropblock
+from jaxreg.dropout import dropout
+from jaxreg.dropout import gaussian_dropout
+from jaxreg.dropout import gaussian_noise
+from jaxreg.regularizers import ElasticNet
+
+LOSSES = "losses"
+"""The collection :class:`ActivityRegularization` records its penalty in."""
+
+
+def _draws_at_rate(rate) -> bool:
+  """Whether dropout at ``rate`` draws random bits: not at a known 0 or 1.
+
+  Flax's ``Dropout`` (linen and NNX) takes no key at those rates either, so a model
+  runs there without rngs and later modules get the same keys as under Flax. A bad
+  rate raises the core ``ValueError`` here, before a missing rng could be reported.
+  """
+  rate = _checks.check_rate(rate)
+  return not (isinstance(rate, float) and rate in (0.0, 1.0))
+
+
+def _draws_at_stddev(stddev) -> bool:
+  """Whether Gaussian noise of ``stddev`` draws random numbers: not at a known 0."""
+  stddev = _checks.check_nonnegative(stddev, "stddev")
+  return not (isinstance(stddev, (int, float)) and stddev == 0)
+
+
+class _Stochastic(nn.Module):
+  """Key handling shared by the modules below, which declare the fields it reads:
+  ``deterministic`` and ``rng_collection``."""
+
+  def _key(self, deterministic: bool | None, rng, draws: bool):
+    """``(deterministic, key)``: the merged flag, and a key only when one is used."""
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if deterministic or not draws:
+      return deterministic, None
+    return deterministic, rng if rng is not None else self.make_rng(self.rng_collection)
+
+
+class Dropout(_Stochastic):
+  r"""Dropout; a drop-in for ``flax.linen.Dropout`` with the same fields and call.
+
+  Inverted (default): :math:`y = m \odot x / (1-p)` in training and :math:`y = x` when
+  deterministic; classic: :math:`y = m \odot x` and :math:`y = (1-p)\,x`; with
+  :math:`m_i \sim \mathrm{Bernoulli}(1-p)`. See :func:`jaxreg.dropout`.
+
+  **Not bit-identical to Flax by default.** The default mask comes from jaxreg's fast
+  counter-based generator (:mod:`jaxreg.masks`), a different bit stream from the
+  ``jax.random.bernoulli`` that Flax draws, with the same distribution; the survivors
+  are scaled by the keep probability the mask was drawn with, ``1-p`` rounded down to a
+  multiple of :math:`2^{-24}`, which can differ from Flax's ``1-p`` in the last bits.
+  With ``exact=True`` the mask is ``jax.random.bernoulli(key, 1-p, shape)`` and the
+  scale ``1-p``, as in Flax: same key, same output, bit for bit.
+
+  Attributes:
+    rate: the drop probability ``p`` (not the keep probability).
+    broadcast_dims: dims that share one mask entry (``(1, 2)`` on ``NHWC`` drops whole
+      channels).
+    deterministic: evaluation mode; given here or at call time, exactly once.
+    rng_collection: the rng stream the key comes from.
+    mode: ``"inverted"`` or ``"classic"``.
+    exact: draw the mask as Flax does (bit-identical to it, and slower).
+    residual: what the backward pass keeps of the mask, ``"recompute"`` or
+      ``"packed"``; ``None`` lets :func:`jaxreg.dropout` choose.
+
+  >>> import jax, jax.numpy as jnp
+  >>> layer = Dropout(0.5, deterministic=False)
+  >>> y = layer.apply({}, jnp.ones(6), rngs={"dropout": jax.random.key(0)})
+  >>> bool(((y == 0) | (y == 2)).all())
+  True
+  >>> Dropout(0.25, mode="classic").apply({}, jnp.ones(2), deterministic=True)
+  Array([0.75, 0.75], dtype=float32)
+  """
+
+  rate: float
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+  mode: str = "inverted"
+  exact: bool = False
+  residual: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    return dropout(
+        key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
+        deterministic=deterministic, mode=self.mode, exact=self.exact,
+        residual=self.residual)
+
+
+class AlphaDropout(_Stochastic):
+  """Alpha dropout for SELU networks: keeps zero mean and unit variance.
+
+  See :func:`jaxreg.alpha_dropout` for the affine map.
+
+  >>> import jax, jax.numpy as jnp
+  >>> AlphaDropout(0.1).apply({}, jnp.ones(3), deterministic=True)
+  Array([1., 1., 1.], dtype=float32)
+  """
+
+  rate: float
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+  exact: bool = False
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    return alpha_dropout(key, inputs, self.rate, deterministic=deterministic,
+                         exact=self.exact)
+
+
+class GaussianDropout(_Stochastic):
+  r"""Gaussian dropout: multiplicative noise :math:`y = x \odot \epsilon`.
+
+  :math:`\epsilon \sim \mathcal{N}(1, p/(1-p))`, the variance of dropout at rate ``p``.
+  See :func:`jaxreg.gaussian_dropout`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> y = GaussianDropout(0.5, deterministic=False).apply(
+  ...     {}, jnp.ones(3), rngs={"dropout": jax.random.key(0)})
+  >>> y.shape
+  (3,)
+  """
+
+  rate: float
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    return gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
+
+
+class GaussianNoise(_Stochastic):
+  r"""Additive noise :math:`y = x + \sigma\epsilon`, :math:`\epsilon \sim \mathcal{N}(0, 1)`.
+
+  Its key comes from the ``'dropout'`` stream too, unless ``rng_collection`` says
+  otherwise. See :func:`jaxreg.gaussian_noise`.
+
+  >>> import jax.numpy as jnp
+  >>> GaussianNoise(0.1).apply({}, jnp.zeros(2), deterministic=True)
+  Array([0., 0.], dtype=float32)
+  """
+
+  stddev: float
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_stddev(self.stddev))
+    return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
+
+
+class DropPath(_Stochastic):
+  """Stochastic depth: drops whole examples (axis 0) of a residual branch.
+
+  Use it as ``x + DropPath(rate)(branch(x))``. See :func:`jaxreg.drop_path`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> y = DropPath(0.5, deterministic=False).apply(
+  ...     {}, jnp.ones((4, 3)), rngs={"dropout": jax.random.key(1)})
+  >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
+  True
+  """
+
+  rate: float
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+  mode: str = "inverted"
+  exact: bool = False
+  residual: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    return drop_path(key, inputs, self.rate, deterministic=deterministic,
+                     mode=self.mode, exact=self.exact, residual=self.residual)
+
+
+class DropBlock(_Stochastic):
+  """DropBlock: drops ``block_size``-wide square blocks of channels-last feature maps.
+
+  See :func:`jaxreg.dropblock` for the block rate and the rescaling.
+
+  >>> import jax, jax.numpy as jnp
+  >>> y = DropBlock(0.2, 3, deterministic=False).apply(
+  ...     {}, jnp.ones((1, 6, 6, 2)), rngs={"dropout": jax.random.key(0)})
+  >>> y.shape
+  (1, 6, 6, 2)
+  """
+
+  rate: float
+  block_size: int
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+  exact: bool = False
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    return dropblock(key, inputs, self.rate, self.block_size,
+                     deterministic=deterministic, exact=self.exact)
+
+
+class ActivityRegularization(nn.Module):
+  r"""Returns its input unchanged and records :math:`l_1\sum|a| + l_2\sum a^2` of it.
+
+  The penalty is :class:`jaxreg.ElasticNet` ``(l1, l2)`` of the activation ``a``, summed
+  over every entry, batch included (divide the strengths by the batch size for a
+  per-example mean). It is sown as ``'activity'`` in the ``'losses'`` collection when
+  that collection is mutable, except during ``init``, and not computed at all
+  otherwise, so evaluation without ``mutable=`` costs nothing. Add
+  :func:`activity_loss` of the mutated collections to the training loss; its gradient
+  reaches every parameter the activation depends on.
+
+  >>> import jax.numpy as jnp
+  >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
+  >>> y, mutated = layer.apply({}, jnp.array([1.0, -2.0]), mutable=LOSSES)
+  >>> y, float(activity_loss(mutated))
+  (Array([ 1., -2.], dtype=float32), 2.75)
+  """
+
+  l1: float = 0.0
+  l2: float = 0.0
+
+  @nn.compact
+  def __call__(self, inputs):
+    penalty = ElasticNet(self.l1, self.l2)  # Checks the strengths on every call.
+    # Not while initializing: a penalty sown by ``init`` would sit in the variables it
+    # returns, and an ``apply`` on them would add the next one to it.
+    if self.is_mutable_collection(LOSSES) and not self.is_initializing():
+      self.sow(LOSSES, "activity", penalty(inputs))
+    return inputs
+
+
+def activity_loss(collections: Mapping[str, Any]) -> jax.Array:
+  """The sum of every penalty recorded in the ``'losses'`` collection.
+
+  Takes the mutated collections that ``apply(..., mutable=...)`` returns (the
+  ``'losses'`` entry is read) or the ``'losses'`` collection itself. Penalties stacked
+  by ``nn.scan`` or ``nn.vmap`` are summed over layers and members. An empty or
+  missing collection gives 0.
+  """
+  losses = collections.get(LOSSES, collections)
+  return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(losses)),
+             start=jnp.zeros((), jnp.float32))

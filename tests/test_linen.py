@@ -1,0 +1,563 @@
+"""The linen modules: against flax.linen.Dropout, in training loops, under nn.scan,
+nn.remat and nn.vmap, with activity penalties and penalties on params.
+
+Expected values come from the definitions (masks read off the outputs, penalties
+written out in numpy or jnp) or from Flax's own Dropout, never from jaxreg. Work is
+jitted in few, large functions: on CPU, compiling dominates these tests.
+"""
+
+import functools
+from typing import Callable
+
+import chex
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxreg as jr
+from jaxreg import linen as jl
+from jaxreg.select import path_string
+
+# rbg keys compile in a fraction of threefry's time on CPU; the tests that pass keys
+# straight to Flax use threefry, the default.
+KEY = jax.random.key(0, impl="rbg")
+
+
+def key(seed):
+  return jax.random.key(seed, impl="rbg")
+
+
+# Every random module, as (class, args); all take ``deterministic``.
+MODULES = {
+    "Dropout": (jl.Dropout, (0.5,)),
+    "AlphaDropout": (jl.AlphaDropout, (0.5,)),
+    "GaussianDropout": (jl.GaussianDropout, (0.5,)),
+    "GaussianNoise": (jl.GaussianNoise, (1.0,)),
+    "DropPath": (jl.DropPath, (0.5,)),
+    "DropBlock": (jl.DropBlock, (0.3, 2)),
+}
+# 16 examples: DropPath's 2^16 batch masks make two equal draws a 2^-16 event.
+SHAPE = (16, 6, 6, 3)
+
+
+def normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def assert_all_differ(outputs, label=""):
+  outputs = [np.asarray(o) for o in outputs]
+  for i in range(len(outputs)):
+    for j in range(i):
+      assert not np.array_equal(outputs[i], outputs[j]), (label, i, j)
+
+
+# Against flax.linen.Dropout ------------------------------------------------------
+
+RATES = (0.2, 0.75)
+
+
+def test_dropout_has_flax_distribution_and_gradient():
+  n = 100_000
+  rngs = {"dropout": KEY}
+
+  @jax.jit
+  def draws(x):
+    out = {}
+    for rate in RATES:
+      ours = lambda x, rate=rate: jl.Dropout(rate, deterministic=False).apply({}, x, rngs=rngs)
+      theirs = nn.Dropout(rate, deterministic=False).apply({}, x, rngs=rngs)
+      out[rate] = ours(x), theirs, jax.grad(lambda x: jnp.sum(ours(x)))(x)
+    return out
+
+  for rate, (ours, theirs, grad) in draws(jnp.ones(n)).items():
+    q = 1 - rate
+    for y in (ours, theirs):
+      kept = np.asarray(y) != 0
+      assert abs(kept.mean() - q) < 5 * np.sqrt(q * (1 - q) / n), rate
+      np.testing.assert_allclose(y[kept], 1 / np.float32(q), rtol=1e-6)
+      assert abs(float(jnp.mean(y)) - 1) < 5 * np.sqrt((1 - q) / (q * n)), rate
+    # The default fast path draws other bits than Flax: same law, not the same mask.
+    assert not np.array_equal(ours != 0, theirs != 0)
+    expected = np.where(np.asarray(ours) != 0, 1 / np.float32(q), 0)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+def flax_and_exact(rate, dims):
+  """``x -> output`` for flax.linen.Dropout and for ours with ``exact=True``."""
+  def apply(cls, x):
+    return cls(rate, broadcast_dims=dims, deterministic=False).apply(
+        {}, x, rngs={"dropout": key(7)})
+  return (functools.partial(apply, functools.partial(jl.Dropout, exact=True)),
+          functools.partial(apply, nn.Dropout))
+
+
+def test_exact_is_bit_identical_to_flax():
+  x = normal(1, (8, 5, 7))
+  cases = [(0.1, ()), (0.3, (0,)), (0.5, (1, 2)), (0.9, (-1,))]
+
+  @jax.jit
+  def outputs_and_grads(x):
+    return [[(fn(x), jax.grad(lambda x: jnp.sum(fn(x) ** 2))(x))
+             for fn in flax_and_exact(rate, dims)] for rate, dims in cases]
+
+  for (rate, dims), (ours, theirs) in zip(cases, outputs_and_grads(x)):
+    chex.assert_trees_all_equal(ours, theirs, custom_message=f"rate={rate} dims={dims}")
+    assert np.any(np.asarray(ours[0]) == 0) and np.any(np.asarray(ours[0]) != 0)
+
+
+class TwoDropouts(nn.Module):
+  """Two dropout layers in a model: both must get the keys Flax's would."""
+  make: Callable[..., nn.Module]
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = self.make(0.3, deterministic=not train)(nn.Dense(6)(x))
+    x = nn.Dense(6)(x)
+    return self.make(0.6, broadcast_dims=(0,))(x, deterministic=not train)
+
+
+def test_exact_gets_flax_keys_inside_a_model():
+  # Threefry keys, the default: what users of flax.linen.Dropout have.
+  x = normal(2, (4, 3))
+  ours = TwoDropouts(functools.partial(jl.Dropout, exact=True))
+  theirs = TwoDropouts(nn.Dropout)
+
+  @jax.jit
+  def outputs(dropout_key):
+    variables = theirs.init(jax.random.key(0), x, train=False)
+    rngs = {"dropout": dropout_key}
+    return (ours.apply(variables, x, train=True, rngs=rngs),
+            theirs.apply(variables, x, train=True, rngs=rngs),
+            ours.apply(variables, x, train=False), theirs.apply(variables, x, train=False))
+
+  ours_train, theirs_train, ours_eval, theirs_eval = outputs(jax.random.key(3))
+  chex.assert_trees_all_equal(ours_train, theirs_train)
+  assert np.any(np.asarray(ours_train) == 0)
+  chex.assert_trees_all_equal(ours_eval, theirs_eval)
+
+
+def test_rng_argument_is_the_key_as_in_flax():
+  x = jnp.ones(1000)
+  given, other = jax.random.key(5), jax.random.key(6)
+
+  @jax.jit
+  def outputs(x):
+    exact = jl.Dropout(0.5, deterministic=False, exact=True)
+    fast = jl.Dropout(0.5, deterministic=False)
+    return (exact.apply({}, x, rng=given, rngs={"dropout": other}),
+            nn.Dropout(0.5, deterministic=False).apply({}, x, rng=given),
+            fast.apply({}, x, rng=given), fast.apply({}, x, rng=other))
+
+  ours, theirs, fast, fast_other_key = outputs(x)
+  chex.assert_trees_all_equal(ours, theirs)
+  assert not np.array_equal(fast, fast_other_key)
+
+
+def test_deterministic_and_trivial_rates_need_no_rng():
+  x = jnp.arange(1.0, 5.0)
+  chex.assert_trees_all_equal(jl.Dropout(0.5, deterministic=True).apply({}, x), x)
+  chex.assert_trees_all_equal(jl.Dropout(0.5).apply({}, x, deterministic=True), x)
+  chex.assert_trees_all_equal(jl.Dropout(0.0, deterministic=False).apply({}, x), x)
+  chex.assert_trees_all_equal(jl.Dropout(1.0, deterministic=False).apply({}, x), jnp.zeros(4))
+  chex.assert_trees_all_equal(jl.GaussianNoise(0.0, deterministic=False).apply({}, x), x)
+  chex.assert_trees_all_close(
+      jl.Dropout(0.25, mode="classic").apply({}, x, deterministic=True), 0.75 * x)
+  ones = jnp.ones(SHAPE)
+  for cls, args in MODULES.values():
+    chex.assert_trees_all_equal(cls(*args, deterministic=True).apply({}, ones), ones)
+
+
+def test_rng_collection_names_the_stream():
+  layer = jl.DropPath(0.5, deterministic=False, rng_collection="depth")
+  y = layer.apply({}, jnp.ones((64, 3)), rngs={"depth": KEY})
+  assert 0 < np.sum(np.asarray(y[:, 0]) == 0) < 64
+  with pytest.raises(flax.errors.InvalidRngError, match='"depth"'):
+    layer.apply({}, jnp.ones((64, 3)), rngs={"dropout": KEY})
+
+
+# Bad input ----------------------------------------------------------------------
+
+
+def test_missing_rng_fails_as_in_flax():
+  with pytest.raises(flax.errors.InvalidRngError, match='needs PRNG for "dropout"'):
+    nn.Dropout(0.5, deterministic=False).apply({}, jnp.ones(3))
+  for cls, args in MODULES.values():
+    with pytest.raises(flax.errors.InvalidRngError, match='needs PRNG for "dropout"'):
+      cls(*args, deterministic=False).apply({}, jnp.ones(SHAPE))
+
+
+def test_deterministic_given_never_or_twice_fails_as_in_flax():
+  x = jnp.ones(3)
+  for cls in (nn.Dropout, jl.Dropout):
+    with pytest.raises(ValueError, match='"deterministic" must be passed'):
+      cls(0.5).apply({}, x)
+    with pytest.raises(ValueError, match='"deterministic" was passed to the constructor and'):
+      cls(0.5, deterministic=True).apply({}, x, deterministic=True)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
+def test_bad_rate_raises_the_core_error_before_asking_for_a_key(rate):
+  for cls in (jl.Dropout, jl.AlphaDropout, jl.GaussianDropout, jl.DropPath):
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+      cls(rate, deterministic=False).apply({}, jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+    jl.DropBlock(rate, 2, deterministic=False).apply({}, jnp.ones((1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="stddev must be finite and >= 0"):
+    jl.GaussianNoise(-abs(rate), deterministic=False).apply({}, jnp.ones(3))
+
+
+def test_other_bad_arguments_raise_the_core_errors():
+  rngs = {"dropout": KEY}
+  with pytest.raises(TypeError, match="floating-point"):
+    jl.Dropout(0.5, deterministic=False).apply({}, jnp.ones(3, jnp.int32), rngs=rngs)
+  with pytest.raises(ValueError, match="mode must be one of"):
+    jl.Dropout(0.5, deterministic=False, mode="scaled").apply({}, jnp.ones(3), rngs=rngs)
+  with pytest.raises(ValueError, match="block_size"):
+    jl.DropBlock(0.5, 5, deterministic=False).apply({}, jnp.ones((1, 4, 4, 1)), rngs=rngs)
+  for mutable in (jl.LOSSES, False):
+    with pytest.raises(ValueError, match="l1 must be finite and >= 0"):
+      jl.ActivityRegularization(l1=-1.0).apply({}, jnp.ones(3), mutable=mutable)
+
+
+# Training -----------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(nn.Dense(32)(x))
+    x = jl.Dropout(0.1, deterministic=not train)(x)
+    return nn.Dense(1)(x)
+
+
+class CNN(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    h = nn.relu(nn.Conv(8, (3, 3))(x))
+    h = jl.DropBlock(0.1, 3, deterministic=not train)(h)
+    branch = nn.Conv(8, (3, 3))(nn.relu(h))
+    h = h + jl.DropPath(0.2, deterministic=not train)(branch)
+    return nn.Dense(2)(jnp.mean(h, axis=(1, 2)))
+
+
+def regression_data():
+  x = normal(10, (64, 4))
+  return x, jnp.tanh(x @ normal(11, (4, 1)))
+
+
+def stripes_data():
+  """Horizontal stripes (class 0) against vertical ones (class 1), plus noise."""
+  labels = np.arange(32) % 2
+  stripes = (np.arange(8) % 2).astype(np.float32)
+  images = np.where(labels[:, None, None] == 0, stripes[None, :, None], stripes[None, None, :])
+  return (images + 0.3 * normal(12, (32, 8, 8)))[..., None], jnp.asarray(labels)
+
+
+def mse(model, params, x, y, **kwargs):
+  return jnp.mean((model.apply({"params": params}, x, **kwargs) - y) ** 2)
+
+
+def cross_entropy(model, params, x, y, **kwargs):
+  logits = model.apply({"params": params}, x, **kwargs)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@pytest.mark.parametrize("model, data, loss", [
+    (MLP(), regression_data, mse), (CNN(), stripes_data, cross_entropy)],
+    ids=["mlp", "cnn"])
+def test_trains_under_jit_with_dropout_on_only_in_training(model, data, loss):
+  x, y = data()
+  reg = jr.L2(1e-4, where=jr.select.kernels())
+  tx = optax.adam(1e-2)
+
+  @jax.jit
+  def train(params, train_key):
+    def step(carry, dropout_key):
+      params, opt_state = carry
+      def objective(params):
+        return (loss(model, params, x, y, train=True, rngs={"dropout": dropout_key})
+                + reg(params))
+      updates, opt_state = tx.update(jax.grad(objective)(params), opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(train_key, 100))
+    return params
+
+  @jax.jit
+  def evaluate(params):
+    variables = {"params": params}
+    noisy = jax.vmap(lambda k: model.apply(variables, x, train=True, rngs={"dropout": k}))(
+        jax.random.split(key(1)))
+    return (loss(model, params, x, y, train=False), model.apply(variables, x, train=False),
+            model.apply(variables, x, train=False), noisy)
+
+  params = jax.jit(functools.partial(model.init, train=False))(KEY, x)["params"]
+  before = evaluate(params)[0]
+  after, first, second, noisy = evaluate(train(params, KEY))
+  assert after < 0.5 * before
+  chex.assert_trees_all_equal(first, second)
+  assert not np.allclose(noisy[0], noisy[1])
+  assert not np.allclose(noisy[0], first)
+
+
+# Activity penalties ---------------------------------------------------------------
+
+
+class Regularized(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = jl.ActivityRegularization(l1=0.1, l2=0.02)(nn.Dense(5)(x))
+    return jl.ActivityRegularization(l2=0.5)(nn.Dense(2)(h))
+
+
+def hand_activity_penalty(params, x):
+  """``0.1Σ|h| + 0.02Σh² + 0.5Σo²``, written out."""
+  h = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+  o = h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+  return 0.1 * jnp.sum(jnp.abs(h)) + 0.02 * jnp.sum(h ** 2) + 0.5 * jnp.sum(o ** 2)
+
+
+def test_activity_regularization_records_the_penalty_and_its_gradient():
+  x = normal(4, (3, 4))
+  model = Regularized()
+
+  @jax.jit
+  def run(init_key):
+    variables = model.init(init_key, x)
+    params = variables["params"]
+    y, mutated = model.apply({"params": params}, x, mutable=jl.LOSSES)
+
+    def penalty(params):
+      return jl.activity_loss(model.apply({"params": params}, x, mutable=jl.LOSSES)[1])
+
+    return (variables, y, mutated, model.apply({"params": params}, x),
+            jax.grad(penalty)(params), jax.grad(hand_activity_penalty)(params, x))
+
+  variables, y, mutated, y_not_recorded, grads, expected_grads = run(KEY)
+  assert set(variables) == {"params"}  # init records nothing
+  p = jax.tree.map(np.asarray, variables["params"])
+  h = np.asarray(x) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+  o = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+  np.testing.assert_allclose(y, o, rtol=1e-5)
+  chex.assert_trees_all_equal(y_not_recorded, y)
+
+  losses = mutated[jl.LOSSES]
+  assert set(losses) == {"ActivityRegularization_0", "ActivityRegularization_1"}
+  (first,) = losses["ActivityRegularization_0"]["activity"]
+  (second,) = losses["ActivityRegularization_1"]["activity"]
+  np.testing.assert_allclose(first, 0.1 * np.abs(h).sum() + 0.02 * (h ** 2).sum(), rtol=1e-5)
+  np.testing.assert_allclose(second, 0.5 * (o ** 2).sum(), rtol=1e-5)
+  total = float(first) + float(second)
+  np.testing.assert_allclose(jl.activity_loss(mutated), total, rtol=1e-6)
+  np.testing.assert_allclose(jl.activity_loss(losses), total, rtol=1e-6)
+  assert float(jl.activity_loss({})) == 0.0
+
+  chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-6)
+  assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
+
+
+# Penalties on params ----------------------------------------------------------------
+
+
+class Tagger(nn.Module):
+  """Every kind of leaf the kernels rule must tell apart."""
+
+  @nn.compact
+  def __call__(self, tokens):
+    h = nn.Embed(10, 4)(tokens)
+    h = nn.LayerNorm()(nn.Dense(8)(h))
+    h = nn.BatchNorm(use_running_average=True)(nn.Dense(6)(nn.relu(h)))
+    return nn.Dense(3)(h)
+
+
+TOKENS = jnp.zeros((2, 5), jnp.int32)
+
+
+def paths(tree, keep=lambda leaf: True):
+  return {path_string(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+          if keep(leaf)}
+
+
+def test_kernels_selects_exactly_dense_and_conv_kernels():
+  # Shapes and dtypes are all a selector reads.
+  params = jax.eval_shape(Tagger().init, KEY, TOKENS)["params"]
+  assert paths(params) == {
+      "Embed_0/embedding", "Dense_0/kernel", "Dense_0/bias", "LayerNorm_0/scale",
+      "LayerNorm_0/bias", "Dense_1/kernel", "Dense_1/bias", "BatchNorm_0/scale",
+      "BatchNorm_0/bias", "Dense_2/kernel", "Dense_2/bias"}
+  selected = jr.select.mask(jr.select.kernels(), params)
+  assert paths(selected, keep=bool) == {"Dense_0/kernel", "Dense_1/kernel", "Dense_2/kernel"}
+
+  cnn = jax.eval_shape(functools.partial(CNN().init, train=False), KEY, jnp.zeros((1, 8, 8, 1)))
+  selected = jr.select.mask(jr.select.kernels(), cnn["params"])
+  assert paths(selected, keep=bool) == {"Conv_0/kernel", "Conv_1/kernel", "Dense_0/kernel"}
+
+
+def test_penalties_on_linen_params_and_their_gradient():
+  params = jax.jit(Tagger().init)(KEY, TOKENS)["params"]
+  reg = jr.L2(0.1, where=jr.select.kernels())
+  value, grads, l1 = jax.jit(lambda p: (reg(p), jax.grad(reg)(p), jr.L1(0.5)(p)))(params)
+
+  dense = ("Dense_0", "Dense_1", "Dense_2")
+  kernels = [np.asarray(params[name]["kernel"]) for name in dense]
+  np.testing.assert_allclose(value, 0.1 * sum((k ** 2).sum() for k in kernels), rtol=1e-5)
+  for name, kernel in zip(dense, kernels):
+    np.testing.assert_allclose(grads[name]["kernel"], 0.2 * kernel, rtol=1e-6)
+  for name, leaf in (("Embed_0", "embedding"), ("LayerNorm_0", "scale"),
+                     ("BatchNorm_0", "scale"), ("Dense_0", "bias")):
+    chex.assert_trees_all_equal(grads[name][leaf], jnp.zeros_like(params[name][leaf]))
+  everything = np.concatenate([np.ravel(w) for w in jax.tree.leaves(params)])
+  np.testing.assert_allclose(l1, 0.5 * np.abs(everything).sum(), rtol=1e-5)
+
+
+# Monte-Carlo dropout ----------------------------------------------------------------
+
+
+class Linear(nn.Module):
+  """Dense -> dropout -> Dense with no nonlinearity: the moments have a closed form."""
+
+  @nn.compact
+  def __call__(self, x):
+    hidden = jl.Dropout(0.5, deterministic=False)(nn.Dense(8)(x))
+    return nn.Dense(1)(hidden)
+
+
+def assert_mc_moments(mean, variance, h, w, b, q, n):
+  """Sample moments of ``Σ_j w_j h_j m_j/q + b``, ``m_j ~ Bernoulli(q)``, against
+  their closed forms, within 5σ of each estimator."""
+  a = h * w  # each hidden unit's share of the output
+  exact_mean = a.sum(1) + b
+  exact_var = (a ** 2).sum(1) * (1 - q) / q
+  # The variance of a sample variance is (κ4 + 2σ⁴)/n; cumulants of a sum add up.
+  kappa4 = ((a / q) ** 4).sum(1) * q * (1 - q) * (1 - 6 * q * (1 - q))
+  np.testing.assert_array_less(np.abs(mean - exact_mean), 5 * np.sqrt(exact_var / n))
+  np.testing.assert_array_less(np.abs(variance - exact_var * (n - 1) / n),
+                               5 * np.sqrt((kappa4 + 2 * exact_var ** 2) / n))
+
+
+def test_mc_predict_matches_the_closed_form_moments():
+  x = normal(8, (3, 2))
+  model = Linear()
+  n = 2000
+
+  @jax.jit
+  def run(sample_key):
+    params = model.init(KEY, x)["params"]
+    predict = lambda k, x: model.apply({"params": params}, x, rngs={"dropout": k})
+    return params, jr.mc_predict(predict, sample_key, x, num_samples=n)
+
+  params, (mean, variance) = run(key(9))
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  h = np.asarray(x, np.float64) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+  assert_mc_moments(mean[:, 0], variance[:, 0], h, p["Dense_1"]["kernel"][:, 0],
+                    p["Dense_1"]["bias"][0], q=0.5, n=n)
+
+
+# nn.scan, nn.remat, nn.vmap ---------------------------------------------------------
+
+
+class Member(nn.Module):
+  """One layer or ensemble member: a parameter (equal in every copy), then each
+  random module on the same input, so outputs differ only if the randomness does."""
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, ())
+    return {name: cls(*args, deterministic=False)(x * scale)
+            for name, (cls, args) in MODULES.items()}
+
+
+class ScanBody(nn.Module):
+  @nn.compact
+  def __call__(self, carry, _):
+    return carry, Member()(carry)
+
+
+def test_scan_over_layers_draws_fresh_randomness_per_layer():
+  layers = nn.scan(ScanBody, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True}, length=3)()
+  x = jnp.ones(SHAPE)
+
+  @jax.jit
+  def run(x, dropout_key):
+    variables = layers.init({"params": KEY, "dropout": KEY}, x, None)
+    return variables, layers.apply(variables, x, None, rngs={"dropout": dropout_key})[1]
+
+  variables, ys = run(x, key(1))
+  chex.assert_shape(variables["params"]["Member_0"]["scale"], (3,))
+  for name, y in ys.items():
+    chex.assert_shape(y, (3, *SHAPE))
+    assert_all_differ([*y, x], name)
+
+
+def test_vmap_ensemble_draws_fresh_randomness_per_member():
+  ensemble = nn.vmap(Member, variable_axes={"params": 0},
+                     split_rngs={"params": True, "dropout": True},
+                     in_axes=None, out_axes=0, axis_size=4)()
+  x = jnp.ones(SHAPE)
+
+  @jax.jit
+  def run(x, dropout_key):
+    variables = ensemble.init({"params": KEY, "dropout": KEY}, x)
+    return variables, ensemble.apply(variables, x, rngs={"dropout": dropout_key})
+
+  variables, ys = run(x, key(1))
+  chex.assert_shape(variables["params"]["scale"], (4,))
+  for name, y in ys.items():
+    chex.assert_shape(y, (4, *SHAPE))
+    assert_all_differ([*y, x], name)
+
+
+class TwoOfEach(nn.Module):
+  """Every module twice, remat'd or not, under fixed names (so fixed rng paths)."""
+  remat: bool
+
+  @nn.compact
+  def __call__(self, x):
+    out = {}
+    for name, (cls, args) in MODULES.items():
+      cls = nn.remat(cls) if self.remat else cls
+      out[name] = tuple(cls(*args, deterministic=False, name=f"{name}_{i}")(x) for i in (0, 1))
+    return out
+
+
+def test_remat_keeps_values_and_gradients_and_draws_per_layer():
+  x = normal(3, SHAPE)
+  rngs = {"dropout": key(4)}
+
+  @jax.jit
+  def run(x):
+    out = {}
+    for remat in (True, False):
+      def total(x, model=TwoOfEach(remat)):
+        outputs = model.apply({}, x, rngs=rngs)
+        return sum(jnp.sum(jnp.sin(y)) for y in jax.tree.leaves(outputs)), outputs
+      (_, outputs), grad = jax.value_and_grad(total, has_aux=True)(x)
+      out[remat] = outputs, grad
+    return out
+
+  out = run(x)
+  # Recomputation may fuse differently: equal to rounding.
+  chex.assert_trees_all_close(out[True], out[False], rtol=1e-5, atol=1e-6)
+  for name, pair in out[True][0].items():
+    assert_all_differ([*pair, x], name)
+
+
+def test_activity_losses_stack_under_scan():
+  class Body(nn.Module):
+    @nn.compact
+    def __call__(self, carry, _):
+      scale = self.param("scale", nn.initializers.ones, ())
+      return jl.ActivityRegularization(l1=0.5)(carry * scale), None
+
+  layers = nn.scan(Body, variable_axes={"params": 0, jl.LOSSES: 0},
+                   split_rngs={"params": True}, length=3)()
+  x = -jnp.ones((2, 3))
+  variables = layers.init(KEY, x, None)
+  _, mutated = layers.apply(variables, x, None, mutable=jl.LOSSES)
+  (stacked,) = mutated[jl.LOSSES]["ActivityRegularization_0"]["activity"]
+  chex.assert_trees_all_close(stacked, jnp.full(3, 0.5 * 6))
+  np.testing.assert_allclose(jl.activity_loss(mutated), 3 * 0.5 * 6)
