@@ -54,6 +54,31 @@ def _trivial_rate(rate) -> float | None:
   return None
 
 
+def draws_at_rate(rate) -> bool:
+  """Whether the dropout family draws random bits at ``rate``: not at a known 0 or 1,
+  where the output is ``x`` or zeros and no key is needed.
+
+  The rate is checked first, so a bad one raises its ``ValueError`` before a missing
+  key could be reported. The Flax modules ask this before they ask for a key, at the
+  rates where Flax's ``Dropout`` asks for one, so later modules get Flax's keys.
+
+  >>> draws_at_rate(0.0), draws_at_rate(0.5)
+  (False, True)
+  """
+  return _trivial_rate(_checks.check_rate(rate)) is None
+
+
+def draws_at_stddev(stddev) -> bool:
+  """Whether :func:`gaussian_noise` draws random numbers at ``stddev`` (checked): not
+  at a known 0.
+
+  >>> draws_at_stddev(0.0), draws_at_stddev(0.1)
+  (False, True)
+  """
+  stddev = _checks.check_nonnegative(stddev, "stddev")
+  return not (isinstance(stddev, (int, float)) and stddev == 0)
+
+
 def _without_mask(x, rate, deterministic: bool):
   """The output when no draw is needed: ``x`` when deterministic or for a known rate
   of 0, zeros for a known rate of 1; ``None`` otherwise."""
@@ -213,7 +238,7 @@ def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
   """
   x = _checks.check_floating(x)
   stddev = _checks.check_nonnegative(stddev, "stddev")
-  if deterministic or (isinstance(stddev, (int, float)) and stddev == 0):
+  if deterministic or not draws_at_stddev(stddev):
     return x
   noise = masks.standard_normal(key, x.shape, x.dtype)
   return x + jnp.asarray(stddev, x.dtype) * noise

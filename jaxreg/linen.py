@@ -36,10 +36,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreg import _checks
 from jaxreg.dropout import alpha_dropout
 from jaxreg.dropout import drop_path
 from jaxreg.dropout import dropblock
+from jaxreg.dropout import draws_at_rate
+from jaxreg.dropout import draws_at_stddev
 from jaxreg.dropout import dropout
 from jaxreg.dropout import gaussian_dropout
 from jaxreg.dropout import gaussian_noise
@@ -47,23 +48,6 @@ from jaxreg.regularizers import ElasticNet
 
 LOSSES = "losses"
 """The collection :class:`ActivityRegularization` records its penalty in."""
-
-
-def _draws_at_rate(rate) -> bool:
-  """Whether dropout at ``rate`` draws random bits: not at a known 0 or 1.
-
-  Flax's ``Dropout`` (linen and NNX) takes no key at those rates either, so a model
-  runs there without rngs and later modules get the same keys as under Flax. A bad
-  rate raises the core ``ValueError`` here, before a missing rng could be reported.
-  """
-  rate = _checks.check_rate(rate)
-  return not (isinstance(rate, float) and rate in (0.0, 1.0))
-
-
-def _draws_at_stddev(stddev) -> bool:
-  """Whether Gaussian noise of ``stddev`` draws random numbers: not at a known 0."""
-  stddev = _checks.check_nonnegative(stddev, "stddev")
-  return not (isinstance(stddev, (int, float)) and stddev == 0)
 
 
 class _Stochastic(nn.Module):
@@ -123,7 +107,7 @@ class Dropout(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return dropout(
         key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
         deterministic=deterministic, mode=self.mode, exact=self.exact,
@@ -147,7 +131,7 @@ class AlphaDropout(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return alpha_dropout(key, inputs, self.rate, deterministic=deterministic,
                          exact=self.exact)
 
@@ -171,7 +155,7 @@ class GaussianDropout(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
 
 
@@ -192,7 +176,7 @@ class GaussianNoise(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_stddev(self.stddev))
+    deterministic, key = self._key(deterministic, rng, draws_at_stddev(self.stddev))
     return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
 
 
@@ -217,7 +201,7 @@ class DropPath(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return drop_path(key, inputs, self.rate, deterministic=deterministic,
                      mode=self.mode, exact=self.exact, residual=self.residual)
 
@@ -242,7 +226,7 @@ class DropBlock(_Stochastic):
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return dropblock(key, inputs, self.rate, self.block_size,
                      deterministic=deterministic, exact=self.exact)
 

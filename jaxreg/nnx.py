@@ -43,13 +43,11 @@ import jax.numpy as jnp
 from jaxreg.dropout import alpha_dropout
 from jaxreg.dropout import drop_path
 from jaxreg.dropout import dropblock
+from jaxreg.dropout import draws_at_rate
+from jaxreg.dropout import draws_at_stddev
 from jaxreg.dropout import dropout
 from jaxreg.dropout import gaussian_dropout
 from jaxreg.dropout import gaussian_noise
-# When a key is needed is the same rule in both adapters, and flax.linen is loaded
-# with flax.nnx anyway.
-from jaxreg.linen import _draws_at_rate
-from jaxreg.linen import _draws_at_stddev
 from jaxreg.regularizers import ElasticNet
 
 RngSource = nnx.Rngs | nnx.RngStream | None
@@ -148,7 +146,7 @@ class Dropout(_Stochastic):
     self.residual = residual
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
                    deterministic=deterministic, mode=self.mode, exact=self.exact,
                    residual=self.residual)
@@ -171,7 +169,7 @@ class AlphaDropout(_Stochastic):
     self.exact = exact
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return alpha_dropout(key, inputs, self.rate, deterministic=deterministic,
                          exact=self.exact)
 
@@ -194,7 +192,7 @@ class GaussianDropout(_Stochastic):
     self.rate = rate
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
 
 
@@ -215,7 +213,7 @@ class GaussianNoise(_Stochastic):
     self.stddev = stddev
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_stddev(self.stddev))
+    deterministic, key = self._key(deterministic, rngs, draws_at_stddev(self.stddev))
     return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
 
 
@@ -241,7 +239,7 @@ class DropPath(_Stochastic):
     self.residual = residual
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return drop_path(key, inputs, self.rate, deterministic=deterministic, mode=self.mode,
                      exact=self.exact, residual=self.residual)
 
@@ -265,7 +263,7 @@ class DropBlock(_Stochastic):
     self.exact = exact
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, _draws_at_rate(self.rate))
+    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return dropblock(key, inputs, self.rate, self.block_size, deterministic=deterministic,
                      exact=self.exact)
 

@@ -20,44 +20,25 @@ import pytest
 
 import jaxreg as jr
 from jaxreg import linen as jl
-from jaxreg.select import path_string
 
-# rbg keys compile in a fraction of threefry's time on CPU; the tests that pass keys
-# straight to Flax use threefry, the default.
-KEY = jax.random.key(0, impl="rbg")
-
-
-def key(seed):
-  return jax.random.key(seed, impl="rbg")
+from flax_cases import KEY
+from flax_cases import MODULE_ARGS
+from flax_cases import RATES
+from flax_cases import SHAPE
+from flax_cases import assert_all_differ
+from flax_cases import assert_mc_moments
+from flax_cases import key
+from flax_cases import normal
+from flax_cases import paths
+from flax_cases import regression_data
+from flax_cases import stripes_data
 
 
 # Every random module, as (class, args); all take ``deterministic``.
-MODULES = {
-    "Dropout": (jl.Dropout, (0.5,)),
-    "AlphaDropout": (jl.AlphaDropout, (0.5,)),
-    "GaussianDropout": (jl.GaussianDropout, (0.5,)),
-    "GaussianNoise": (jl.GaussianNoise, (1.0,)),
-    "DropPath": (jl.DropPath, (0.5,)),
-    "DropBlock": (jl.DropBlock, (0.3, 2)),
-}
-# 16 examples: DropPath's 2^16 batch masks make two equal draws a 2^-16 event.
-SHAPE = (16, 6, 6, 3)
-
-
-def normal(seed, shape):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
-
-
-def assert_all_differ(outputs, label=""):
-  outputs = [np.asarray(o) for o in outputs]
-  for i in range(len(outputs)):
-    for j in range(i):
-      assert not np.array_equal(outputs[i], outputs[j]), (label, i, j)
+MODULES = {name: (getattr(jl, name), args) for name, args in MODULE_ARGS.items()}
 
 
 # Against flax.linen.Dropout ------------------------------------------------------
-
-RATES = (0.2, 0.75)
 
 
 def test_dropout_has_flax_distribution_and_gradient():
@@ -244,19 +225,6 @@ class CNN(nn.Module):
     return nn.Dense(2)(jnp.mean(h, axis=(1, 2)))
 
 
-def regression_data():
-  x = normal(10, (64, 4))
-  return x, jnp.tanh(x @ normal(11, (4, 1)))
-
-
-def stripes_data():
-  """Horizontal stripes (class 0) against vertical ones (class 1), plus noise."""
-  labels = np.arange(32) % 2
-  stripes = (np.arange(8) % 2).astype(np.float32)
-  images = np.where(labels[:, None, None] == 0, stripes[None, :, None], stripes[None, None, :])
-  return (images + 0.3 * normal(12, (32, 8, 8)))[..., None], jnp.asarray(labels)
-
-
 def mse(model, params, x, y, **kwargs):
   return jnp.mean((model.apply({"params": params}, x, **kwargs) - y) ** 2)
 
@@ -376,11 +344,6 @@ class Tagger(nn.Module):
 TOKENS = jnp.zeros((2, 5), jnp.int32)
 
 
-def paths(tree, keep=lambda leaf: True):
-  return {path_string(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-          if keep(leaf)}
-
-
 def test_kernels_selects_exactly_dense_and_conv_kernels():
   # Shapes and dtypes are all a selector reads.
   params = jax.eval_shape(Tagger().init, KEY, TOKENS)["params"]
@@ -423,19 +386,6 @@ class Linear(nn.Module):
   def __call__(self, x):
     hidden = jl.Dropout(0.5, deterministic=False)(nn.Dense(8)(x))
     return nn.Dense(1)(hidden)
-
-
-def assert_mc_moments(mean, variance, h, w, b, q, n):
-  """Sample moments of ``Σ_j w_j h_j m_j/q + b``, ``m_j ~ Bernoulli(q)``, against
-  their closed forms, within 5σ of each estimator."""
-  a = h * w  # each hidden unit's share of the output
-  exact_mean = a.sum(1) + b
-  exact_var = (a ** 2).sum(1) * (1 - q) / q
-  # The variance of a sample variance is (κ4 + 2σ⁴)/n; cumulants of a sum add up.
-  kappa4 = ((a / q) ** 4).sum(1) * q * (1 - q) * (1 - 6 * q * (1 - q))
-  np.testing.assert_array_less(np.abs(mean - exact_mean), 5 * np.sqrt(exact_var / n))
-  np.testing.assert_array_less(np.abs(variance - exact_var * (n - 1) / n),
-                               5 * np.sqrt((kappa4 + 2 * exact_var ** 2) / n))
 
 
 def test_mc_predict_matches_the_closed_form_moments():

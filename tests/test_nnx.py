@@ -17,15 +17,17 @@ import pytest
 
 import jaxreg as jr
 from jaxreg import nnx as jn
-from jaxreg.select import path_string
 
-# rbg keys compile in a fraction of threefry's time on CPU. Bit for bit against Flax
-# with threefry keys, the default, is in tests/test_linen.py.
-KEY = jax.random.key(0, impl="rbg")
-
-
-def key(seed):
-  return jax.random.key(seed, impl="rbg")
+from flax_cases import MODULE_ARGS
+from flax_cases import RATES
+from flax_cases import SHAPE
+from flax_cases import assert_all_differ
+from flax_cases import assert_mc_moments
+from flax_cases import key
+from flax_cases import normal
+from flax_cases import paths
+from flax_cases import regression_data
+from flax_cases import stripes_data
 
 
 def rngs(seed=0):
@@ -33,32 +35,10 @@ def rngs(seed=0):
 
 
 # Every random module, as (class, args); all take ``rngs`` and ``deterministic``.
-MODULES = {
-    "Dropout": (jn.Dropout, (0.5,)),
-    "AlphaDropout": (jn.AlphaDropout, (0.5,)),
-    "GaussianDropout": (jn.GaussianDropout, (0.5,)),
-    "GaussianNoise": (jn.GaussianNoise, (1.0,)),
-    "DropPath": (jn.DropPath, (0.5,)),
-    "DropBlock": (jn.DropBlock, (0.3, 2)),
-}
-# 16 examples: DropPath's 2^16 batch masks make two equal draws a 2^-16 event.
-SHAPE = (16, 6, 6, 3)
-
-
-def normal(seed, shape):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
-
-
-def assert_all_differ(outputs, label=""):
-  outputs = [np.asarray(o) for o in outputs]
-  for i in range(len(outputs)):
-    for j in range(i):
-      assert not np.array_equal(outputs[i], outputs[j]), (label, i, j)
+MODULES = {name: (getattr(jn, name), args) for name, args in MODULE_ARGS.items()}
 
 
 # Against flax.nnx.Dropout --------------------------------------------------------
-
-RATES = (0.2, 0.75)
 
 
 def test_dropout_has_flax_distribution_and_gradient():
@@ -284,19 +264,6 @@ class CNN(nnx.Module):
     return self.out(jnp.mean(h, axis=(1, 2)))
 
 
-def regression_data():
-  x = normal(10, (64, 4))
-  return x, jnp.tanh(x @ normal(11, (4, 1)))
-
-
-def stripes_data():
-  """Horizontal stripes (class 0) against vertical ones (class 1), plus noise."""
-  labels = np.arange(32) % 2
-  stripes = (np.arange(8) % 2).astype(np.float32)
-  images = np.where(labels[:, None, None] == 0, stripes[None, :, None], stripes[None, None, :])
-  return (images + 0.3 * normal(12, (32, 8, 8)))[..., None], jnp.asarray(labels)
-
-
 def mse(model, x, y):
   return jnp.mean((model(x) - y) ** 2)
 
@@ -426,11 +393,6 @@ class Tagger(nnx.Module):
     return self.out(self.batch_norm(self.conv(nnx.relu(h))))
 
 
-def paths(tree, keep=lambda leaf: True):
-  return {path_string(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-          if keep(leaf)}
-
-
 def test_kernels_selects_exactly_dense_and_conv_kernels_of_nnx_state():
   params = nnx.state(Tagger(rngs()), nnx.Param)
   # An NNX Variable adds its ``value`` attribute to each path.
@@ -498,15 +460,8 @@ def test_mc_predict_matches_the_closed_form_moments():
   p = jax.tree.map(lambda a: np.asarray(a, np.float64),
                    nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   h = np.asarray(x, np.float64) @ p["hidden"]["kernel"] + p["hidden"]["bias"]
-  a = h * p["out"]["kernel"][:, 0]  # each hidden unit's share of the output
-  q = 0.5
-  exact_mean = a.sum(1) + p["out"]["bias"][0]
-  exact_var = (a ** 2).sum(1) * (1 - q) / q
-  # The variance of a sample variance is (κ4 + 2σ⁴)/n; cumulants of a sum add up.
-  kappa4 = ((a / q) ** 4).sum(1) * q * (1 - q) * (1 - 6 * q * (1 - q))
-  np.testing.assert_array_less(np.abs(mean[:, 0] - exact_mean), 5 * np.sqrt(exact_var / n))
-  np.testing.assert_array_less(np.abs(variance[:, 0] - exact_var * (n - 1) / n),
-                               5 * np.sqrt((kappa4 + 2 * exact_var ** 2) / n))
+  assert_mc_moments(mean[:, 0], variance[:, 0], h, p["out"]["kernel"][:, 0],
+                    p["out"]["bias"][0], q=0.5, n=n)
 
 
 # nnx.scan, nnx.remat, nnx.vmap -----------------------------------------------------
