@@ -27,6 +27,11 @@ from benchmarks import training_bench
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
+# Benchmarks with a table of their own: each module has ``run(quick: bool, log) ->
+# result`` and ``result.section() -> list[str]`` (Markdown lines) and
+# ``result.targets() -> list[targets.Target]``. They run after the core tables, in order.
+SUITES = ()
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -56,6 +61,8 @@ class Measurements:
   memory: memory_bench.Result
   penalties: penalty_bench.Result
   training: training_bench.Result
+  suites: list
+  """One result per module of ``SUITES``."""
   minutes: float
   load: tuple[float, float]
   """1-minute load average before and after."""
@@ -72,7 +79,11 @@ def measure(settings: Settings) -> Measurements:
   penalties = penalty_bench.run(settings.budget)
   _log("training step ...")
   training = training_bench.run(settings.budget)
-  return Measurements(dropout, memory, penalties, training,
+  suites = []
+  for suite in SUITES:
+    _log(f"{suite.__name__.rsplit('.', 1)[-1]} ...")
+    suites.append(suite.run(settings is QUICK, _log))
+  return Measurements(dropout, memory, penalties, training, suites,
                       (time.perf_counter() - start) / 60, (load_before, os.getloadavg()[0]))
 
 
@@ -90,7 +101,9 @@ def render(settings: Settings, m: Measurements, reuses_memory: bool) -> str:
       *report.memory_section(m.memory),
       *report.penalty_section(m.penalties),
       *report.training_section(m.training),
-      *report.targets_section(targets.check(m.dropout, m.memory, m.penalties)),
+      *(line for result in m.suites for line in result.section()),
+      *report.targets_section(targets.check(m.dropout, m.memory, m.penalties)
+                              + [t for result in m.suites for t in result.targets()]),
   ])
 
 

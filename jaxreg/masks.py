@@ -95,31 +95,68 @@ def _finalize(h):
   return h ^ (h >> 16)
 
 
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-  """Row-major index of every element, as uint32, from per-dimension iotas.
+def _flat_index(shape: tuple[int, ...], start=None, block_shape=None) -> jax.Array:
+  """Row-major index in an array of ``shape`` of every element of the block of
+  ``block_shape`` at ``start`` (the whole array by default), as uint32, from
+  per-dimension iotas.
 
   One iota per dimension (rather than a reshaped 1-D iota) lets the SPMD partitioner
-  give each shard its own global indices without moving data.
+  give each shard its own global indices without moving data; ``start`` may be traced
+  (a loop counter, ``lax.axis_index``), which is what lets a block or a shard draw
+  exactly its own part of a larger mask.
   """
-  index = jnp.zeros(shape, jnp.uint32)
+  block_shape = shape if block_shape is None else block_shape
+  index = jnp.zeros(block_shape, jnp.uint32)
   stride = 1
   for dim in reversed(range(len(shape))):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * jnp.uint32(stride)
+    coord = jax.lax.broadcasted_iota(jnp.uint32, block_shape, dim)
+    if start is not None:
+      coord = coord + jnp.asarray(start[dim]).astype(jnp.uint32)
+    index = index + coord * jnp.uint32(stride)
     stride *= shape[dim]
   return index
 
 
-def random_bits(key, shape: Sequence[int]) -> jax.Array:
-  """32 random bits per element (``uint32`` of ``shape``), by the fast path above."""
+def _check_block(shape: tuple[int, ...], start, block_shape) -> tuple[tuple, tuple[int, ...]]:
+  """``start`` and ``block_shape`` checked against ``shape``: one entry per dim, the
+  block inside the array wherever ``start`` is concrete."""
+  block_shape = tuple(int(n) for n in block_shape)
+  start = tuple(start)
+  if len(start) != len(shape) or len(block_shape) != len(shape):
+    raise ValueError(
+        f"start {start} and block_shape {block_shape} need one entry per dim of {shape}")
+  for dim, (begin, size, full) in enumerate(zip(start, block_shape, shape)):
+    if not 0 <= size <= full:
+      raise ValueError(f"block_shape {block_shape} does not fit in shape {shape}")
+    if not isinstance(begin, jax.core.Tracer) and not 0 <= int(begin) <= full - size:
+      raise ValueError(f"start {start} puts the block of shape {block_shape} outside "
+                       f"an array of shape {shape} (dim {dim})")
+  return start, block_shape
+
+
+def random_bits(key, shape: Sequence[int], *, start: Sequence | None = None,
+                block_shape: Sequence[int] | None = None) -> jax.Array:
+  """32 random bits per element (``uint32`` of ``shape``), by the fast path above.
+
+  With ``start`` and ``block_shape``, only the block ``[start, start + block_shape)``
+  of those bits, equal to ``random_bits(key, shape)[start:start + block_shape]``;
+  ``start`` may hold traced integers, whose range is the caller's to keep.
+  """
   shape = tuple(int(n) for n in shape)
+  blocked = block_shape is not None
+  if blocked:
+    start, block_shape = _check_block(shape, start, block_shape)
   if np.prod(shape, dtype=np.int64) >= _HASHABLE_SIZE:
-    return jax.random.bits(key, shape, jnp.uint32)
+    bits = jax.random.bits(key, shape, jnp.uint32)
+    return jax.lax.dynamic_slice(bits, start, block_shape) if blocked else bits
   seed = jax.random.bits(key, (2,), jnp.uint32)
-  return _finalize(_finalize(_flat_index(shape) ^ seed[0]) + seed[1])
+  index = _flat_index(shape, start, block_shape)
+  return _finalize(_finalize(index ^ seed[0]) + seed[1])
 
 
 def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
-              exact: bool = False) -> KeepMask:
+              exact: bool = False, start: Sequence | None = None,
+              block_shape: Sequence[int] | None = None) -> KeepMask:
   """Draws a keep-mask with ``P(keep) = 1 - rate``, shared along ``broadcast_dims``.
 
   Args:
@@ -129,23 +166,47 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
       clipped to ``[0, 1]`` (NaN drops everything).
     broadcast_dims: dims along which one draw is shared (size 1 in the mask).
     exact: draw with ``jax.random.bernoulli`` as Flax does, instead of the fast path.
+    start, block_shape: draw only the block ``[start, start + block_shape)`` of the
+      mask of ``shape``, bit for bit the same as slicing the whole mask (entries along
+      ``broadcast_dims`` are ignored there). The fast path draws the block alone, so a
+      loop over blocks or a shard inside ``shard_map`` pays for its own part only;
+      ``start`` may be traced. With ``exact=True`` the whole mask is drawn and sliced.
 
   Returns:
-    A :class:`KeepMask`; ``mask`` broadcasts against ``shape``.
+    A :class:`KeepMask`; ``mask`` broadcasts against ``shape`` (or ``block_shape``).
 
-  >>> import jax
+  >>> import jax, numpy as np
   >>> m = keep_mask(jax.random.key(0), (2, 3), 0.5, broadcast_dims=(0,))
   >>> m.mask.shape, float(m.keep_prob)
   ((1, 3), 0.5)
+  >>> whole = keep_mask(jax.random.key(0), (4, 6), 0.5).mask
+  >>> part = keep_mask(jax.random.key(0), (4, 6), 0.5, start=(2, 3), block_shape=(2, 3))
+  >>> bool(np.array_equal(part.mask, whole[2:, 3:]))
+  True
   """
   key = _checks.check_key(key)
   keep = jnp.asarray(1.0 - _checks.check_rate(rate), jnp.float32)
-  shape = mask_shape(shape, broadcast_dims)
+  full = tuple(int(n) for n in shape)
+  shape = mask_shape(full, broadcast_dims)
+  if (start is None) != (block_shape is None):
+    raise ValueError("start and block_shape go together: give both or neither, got "
+                     f"start={start!r}, block_shape={block_shape!r}")
+  if block_shape is not None:
+    if len(tuple(start)) != len(full):
+      raise ValueError(f"start {tuple(start)} needs one entry per dim of {full}")
+    # Along a broadcast dim the mask has one entry: the block takes it whole.
+    start = tuple(0 if n == 1 else s for s, n in zip(start, shape))
+    block_shape = mask_shape(tuple(block_shape), broadcast_dims)
   if exact:
-    return KeepMask(jax.random.bernoulli(key, keep, shape), keep)
+    mask = jax.random.bernoulli(key, keep, shape)
+    if block_shape is not None:
+      start, block_shape = _check_block(shape, start, block_shape)
+      mask = jax.lax.dynamic_slice(mask, start, block_shape)
+    return KeepMask(mask, keep)
   # q·2^24 and its floor are exact in float32, and so is the realized q = level/2^24.
   level = jnp.floor(keep * _LEVELS)
-  bits = random_bits(key, shape) >> (32 - _RESOLUTION_BITS)
+  bits = random_bits(key, shape, start=start, block_shape=block_shape)
+  bits = bits >> (32 - _RESOLUTION_BITS)
   return KeepMask(bits < level.astype(jnp.uint32), level / _LEVELS)
 
 
