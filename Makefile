@@ -18,7 +18,7 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
 demo: $(VENV)/.installed-examples
-	$(PY) examples/demo.py
+	$(PY) examples/overfitting.py
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run

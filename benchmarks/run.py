@@ -16,11 +16,14 @@ import time
 
 import jax
 
+from benchmarks import attention_bench
+from benchmarks import cv_bench
 from benchmarks import dropout_bench
 from benchmarks import memory_bench
 from benchmarks import penalty_bench
 from benchmarks import plot
 from benchmarks import report
+from benchmarks import sharding_bench
 from benchmarks import targets
 from benchmarks import timing
 from benchmarks import training_bench
@@ -30,7 +33,7 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 # Benchmarks with a table of their own: each module has ``run(quick: bool, log) ->
 # result`` and ``result.section() -> list[str]`` (Markdown lines) and
 # ``result.targets() -> list[targets.Target]``. They run after the core tables, in order.
-SUITES = ()
+SUITES = (sharding_bench, cv_bench, attention_bench)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +51,7 @@ FULL = Settings("full", (2**16, 2**18, 2**20, 2**22, 2**24),
 QUICK = Settings("quick", (2**16, 2**22),
                  dropout_budget=timing.Budget(0.3, 3, 10), budget=timing.Budget(0.5, 3, 10))
 RATES = (0.1, 0.5)
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _log(message: str) -> None:

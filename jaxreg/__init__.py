@@ -11,17 +11,26 @@ penalties with their proximal maps, and adapters for Optax and Flax.
 
 import importlib
 
+from jaxreg import attention
+from jaxreg import cv
 from jaxreg import prox
 from jaxreg import select
+from jaxreg.constraints import Constraint
+from jaxreg.constraints import MaxNorm
+from jaxreg.constraints import MinMaxNorm
+from jaxreg.constraints import NonNeg
+from jaxreg.constraints import UnitNorm
 from jaxreg.dropout import alpha_dropout
 from jaxreg.dropout import drop_connect
 from jaxreg.dropout import drop_path
+from jaxreg.dropout import drop_path_rates
 from jaxreg.dropout import dropblock
 from jaxreg.dropout import dropout
 from jaxreg.dropout import dropout_mask
 from jaxreg.dropout import gaussian_dropout
 from jaxreg.dropout import gaussian_noise
 from jaxreg.dropout import mc_predict
+from jaxreg.orthogonal import Orthogonal
 from jaxreg.regularizers import ElasticNet
 from jaxreg.regularizers import GroupLasso
 from jaxreg.regularizers import L1

@@ -48,6 +48,28 @@ def check_nonnegative(value, name: str):
   return value
 
 
+def check_strength(value, name: str = "strength"):
+  """A penalty's strength: a real scalar (Python number, 0-d array, or tracer), then
+  :func:`check_nonnegative`.
+
+  ``None``, a string, a bool (``True`` is not 1.0 here) and anything with a shape
+  (``[0.1]``) raise ``TypeError`` naming the argument.
+  """
+  dtype = getattr(value, "dtype", None)
+  is_real = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+      dtype is not None and dtype != bool and (jnp.issubdtype(dtype, jnp.floating)
+                                               or jnp.issubdtype(dtype, jnp.integer)))
+  if not is_real:
+    raise TypeError(
+        f"{name} must be a real number (a float or a 0-d array), got "
+        f"{type(value).__name__}: {value!r}")
+  if jnp.ndim(value) != 0:
+    raise TypeError(
+        f"{name} must be a scalar, got shape {jnp.shape(value)}; use jax.vmap to "
+        "evaluate several strengths")
+  return check_nonnegative(value, name)
+
+
 def check_floating(x, name: str = "x"):
   """Dropout and noise are defined on real floating arrays only."""
   dtype = jnp.result_type(x)

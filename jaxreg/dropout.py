@@ -33,6 +33,8 @@ _SELU_SCALE = 1.0507009873554805
 _ALPHA_PRIME = -_SELU_SCALE * _SELU_ALPHA
 
 _MODES = ("inverted", "classic")
+_PER = ("row", "batch")  # drop_path: what one draw drops
+_DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def _safe_reciprocal(q):
@@ -91,7 +93,8 @@ def _without_mask(x, rate, deterministic: bool):
 
 def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
             deterministic: bool = False, mode: str = "inverted", exact: bool = False,
-            residual: str | None = None) -> jax.Array:
+            residual: str | None = None, global_shape: Sequence[int] | None = None,
+            start: Sequence | None = None) -> jax.Array:
   r"""Dropout: zeroes each entry of ``x`` with probability ``rate``.
 
   Inverted mode (default): :math:`y = m \odot x / q` in training, :math:`y = x` when
@@ -119,6 +122,10 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
       the same key, and many times slower than the default fast path.
     residual: what the backward pass keeps of the mask: ``"recompute"`` (nothing),
       ``"packed"`` (1 bit per element), or ``None`` for the default above.
+    global_shape, start: ``x`` is the block at ``start`` of an array of
+      ``global_shape`` (a shard inside ``shard_map``): it gets exactly that block of
+      the whole array's mask, drawn alone. ``start`` may be traced (from
+      ``jax.lax.axis_index``). Give both or neither; see ``docs/sharding.md``.
 
   >>> import jax, jax.numpy as jnp
   >>> y = dropout(jax.random.key(0), jnp.ones(8), 0.5)
@@ -132,6 +139,10 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
   if mode not in _MODES:
     raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
   residual = masks.check_residual(residual, exact)
+  if (global_shape is None) != (start is None):
+    raise ValueError("global_shape and start go together: give both or neither, got "
+                     f"global_shape={global_shape!r}, start={start!r}")
+  block = {} if start is None else {"start": start, "block_shape": x.shape}
   if deterministic:
     return x if mode == "inverted" else (x * (1.0 - rate)).astype(x.dtype)
   trivial = _trivial_rate(rate)
@@ -141,13 +152,15 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     return jnp.zeros_like(x)
 
   def apply_mask(x):
-    keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact)
+    keep = masks.keep_mask(key, x.shape if global_shape is None else global_shape, rate,
+                           broadcast_dims=broadcast_dims, exact=exact, **block)
     mask = masks.as_residual(keep.mask, residual)
     if mode == "classic":
       return jnp.where(mask, x, jnp.zeros((), x.dtype))
-    # Division, not multiplication by 1/q, rounds once: better for bf16/f16.
-    safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
-    return jnp.where(mask, x / safe_q, jnp.zeros((), x.dtype))
+    if exact:  # Flax's arithmetic, x / (1 - rate) in x's dtype: bit-identical to it.
+      safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
+      return jnp.where(mask, x / safe_q, jnp.zeros((), x.dtype))
+    return masks.scale_kept(x, mask, keep.keep_prob)
 
   return jax.checkpoint(apply_mask, policy=masks.residual_policy(residual))(x)
 
@@ -173,8 +186,8 @@ def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[in
       shape)
 
 
-def alpha_dropout(key, x, rate, *, deterministic: bool = False,
-                  exact: bool = False) -> jax.Array:
+def alpha_dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
+                  deterministic: bool = False, exact: bool = False) -> jax.Array:
   r"""Alpha dropout (Klambauer et al., 2017), the dropout for SELU networks.
 
   A dropped entry is set to SELU's negative saturation value
@@ -186,7 +199,10 @@ def alpha_dropout(key, x, rate, *, deterministic: bool = False,
     a = \big(q + \alpha'^2 q (1-q)\big)^{-1/2},\quad b = -a\,\alpha' (1-q).
 
   ``rate=1`` returns zeros (as PyTorch does), where the affine map is undefined.
-  ``exact`` draws the mask as in :func:`dropout`.
+  ``broadcast_dims`` shares one mask entry along those dims, as in :func:`dropout`
+  (Keras's ``noise_shape``; ``(1, 2)`` on ``NHWC`` is PyTorch's
+  ``FeatureAlphaDropout``); ``a`` and ``b`` are unchanged, since each entry is still
+  kept with probability ``q``. ``exact`` draws the mask as in :func:`dropout`.
 
   >>> import jax, jax.numpy as jnp
   >>> alpha_dropout(jax.random.key(0), jnp.ones(3), 0.1).dtype
@@ -196,7 +212,7 @@ def alpha_dropout(key, x, rate, *, deterministic: bool = False,
   rate = _checks.check_rate(rate)
   if (shortcut := _without_mask(x, rate, deterministic)) is not None:
     return shortcut
-  keep = masks.keep_mask(key, x.shape, rate, exact=exact)
+  keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact)
   q = keep.keep_prob
   a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
   b = -a * _ALPHA_PRIME * (1 - q)
@@ -246,23 +262,56 @@ def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
 
 def drop_path(key, x, rate, *, deterministic: bool = False,
               mode: str = "inverted", exact: bool = False,
-              residual: str | None = None) -> jax.Array:
-  """Stochastic depth (Huang et al., 2016): drops whole examples along axis 0.
+              residual: str | None = None, per: str = "row") -> jax.Array:
+  """Stochastic depth (Huang et al., 2016): drops a residual branch.
 
-  Applied to a residual branch, ``h + drop_path(key, f(h), rate)`` skips ``f`` for a
-  random subset of the batch. Equal to :func:`dropout` (options included) with the
-  mask shared along every axis but the first.
+  Applied to a residual branch, ``h + drop_path(key, f(h), rate)`` skips ``f``:
+
+  * ``per="row"`` (default; timm's ``DropPath``, torchvision's
+    ``StochasticDepth(mode="row")``): for a random subset of the batch, each example
+    (along axis 0) dropped with probability ``rate``;
+  * ``per="batch"`` (torchvision's ``mode="batch"``): for the whole batch at once,
+    one draw for the whole array.
+
+  Equal to :func:`dropout` (options included) with the mask shared along every axis
+  but the first, or along every axis; survivors are scaled by ``1/(1-rate)`` in the
+  default inverted mode.
 
   >>> import jax, jax.numpy as jnp
   >>> y = drop_path(jax.random.key(1), jnp.ones((4, 3)), 0.5)
   >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
   True
+  >>> y = drop_path(jax.random.key(1), jnp.ones((4, 3)), 0.5, per="batch")
+  >>> bool((y == 0).all() | (y == 2).all())
+  True
   """
   x = _checks.check_floating(x)
-  if x.ndim == 0:
+  if per not in _PER:
+    raise ValueError(f"per must be one of {_PER}, got {per!r}")
+  if x.ndim == 0 and per == "row":
     raise ValueError("drop_path needs an array with a batch axis, got a scalar")
-  return dropout(key, x, rate, broadcast_dims=tuple(range(1, x.ndim)),
+  first = 1 if per == "row" else 0
+  return dropout(key, x, rate, broadcast_dims=tuple(range(first, x.ndim)),
                  deterministic=deterministic, mode=mode, exact=exact, residual=residual)
+
+
+def drop_path_rates(depth: int, max_rate: float) -> list[float]:
+  """Per-block stochastic-depth rates rising linearly from 0 to ``max_rate``.
+
+  Block ``i`` of ``depth`` gets ``max_rate·i/(depth - 1)``: ``linspace(0, max_rate,
+  depth)``, the rule of timm's ``calculate_drop_path_rates(max_rate, depth)`` (note the
+  order of the arguments) and of ViT, DeiT, Swin and ConvNeXt recipes; one block gets
+  0. Python floats, so each can configure a module.
+
+  >>> drop_path_rates(5, 0.2)
+  [0.0, 0.05, 0.1, 0.15000000000000002, 0.2]
+  """
+  if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+    raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+  max_rate = _checks.check_rate(max_rate, "max_rate")
+  if depth == 1:
+    return [0.0]
+  return [max_rate * i / (depth - 1) for i in range(depth)]
 
 
 def drop_connect(key, w, rate, *, deterministic: bool = False,
@@ -284,11 +333,17 @@ def drop_connect(key, w, rate, *, deterministic: bool = False,
 
 
 def dropblock(key, x, rate, block_size: int, *,
-              deterministic: bool = False, exact: bool = False) -> jax.Array:
+              deterministic: bool = False, exact: bool = False,
+              couple_channels: bool = False,
+              data_format: str = "channels_last") -> jax.Array:
   r"""DropBlock (Ghiasi et al., 2018): drops contiguous square blocks of feature maps.
 
-  ``x`` is channels-last, ``(batch, *spatial, channels)``. Block corners are drawn
-  independently per example and channel, at the rate
+  ``x`` is ``(batch, *spatial, channels)`` with ``data_format="channels_last"`` (the
+  default, Flax's layout) or ``(batch, channels, *spatial)`` with
+  ``"channels_first"`` (PyTorch's ``NCHW``, as torchvision and timm use). Block
+  corners are drawn independently per example and channel, or per example only with
+  ``couple_channels=True`` (one block pattern shared by all channels, timm's default),
+  at the rate
 
   .. math::
     \gamma = \frac{p}{s^d}\prod_k \frac{n_k}{n_k - s + 1}
@@ -305,15 +360,24 @@ def dropblock(key, x, rate, block_size: int, *,
   >>> import jax, jax.numpy as jnp
   >>> dropblock(jax.random.key(0), jnp.ones((1, 6, 6, 2)), 0.2, 3).shape
   (1, 6, 6, 2)
+  >>> y = dropblock(jax.random.key(0), jnp.ones((1, 2, 6, 6)), 0.2, 3,
+  ...               couple_channels=True, data_format="channels_first")
+  >>> bool(((y[:, 0] == 0) == (y[:, 1] == 0)).all())
+  True
   """
   x = _checks.check_floating(x)
   rate = _checks.check_rate(rate)
+  if data_format not in _DATA_FORMATS:
+    raise ValueError(f"data_format must be one of {_DATA_FORMATS}, got {data_format!r}")
   if x.ndim < 3:
-    raise ValueError(
-        f"dropblock needs a channels-last array (batch, *spatial, channels), got shape {x.shape}")
+    layout = ("(batch, *spatial, channels)" if data_format == "channels_last"
+              else "(batch, channels, *spatial)")
+    raise ValueError(f"dropblock needs a {data_format} array {layout}, got shape {x.shape}")
   if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
     raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-  spatial = x.shape[1:-1]
+  channels_axis = x.ndim - 1 if data_format == "channels_last" else 1
+  spatial_axes = [axis for axis in range(1, x.ndim) if axis != channels_axis]
+  spatial = tuple(x.shape[axis] for axis in spatial_axes)
   if block_size > min(spatial):
     raise ValueError(
         f"block_size {block_size} is larger than the spatial dims {spatial} of x")
@@ -324,16 +388,23 @@ def dropblock(key, x, rate, block_size: int, *,
   for n, v in zip(spatial, valid):
     ratio *= n / v
   gamma = jnp.minimum(jnp.asarray(rate, jnp.float32) * ratio / block_size**len(spatial), 1.0)
+  corner_shape = list(x.shape)
+  window = [1] * x.ndim
+  padding = [(0, 0)] * x.ndim
+  for axis, v in zip(spatial_axes, valid):
+    corner_shape[axis] = v
+    window[axis] = block_size
+    padding[axis] = (block_size - 1, block_size - 1)
+  if couple_channels:
+    corner_shape[channels_axis] = 1
   # Block corners are the entries a keep-mask at rate gamma drops.
-  corners = ~masks.keep_mask(key, (x.shape[0], *valid, x.shape[-1]), gamma,
-                             exact=exact).mask
-  window = (1, *([block_size] * len(spatial)), 1)
-  padding = ((0, 0), *([(block_size - 1, block_size - 1)] * len(spatial)), (0, 0))
-  dropped = jax.lax.reduce_window(corners, False, jax.lax.bitwise_or, window,
-                                  (1,) * x.ndim, padding)
+  corners = ~masks.keep_mask(key, tuple(corner_shape), gamma, exact=exact).mask
+  dropped = jax.lax.reduce_window(corners, False, jax.lax.bitwise_or, tuple(window),
+                                  (1,) * x.ndim, tuple(padding))
   # A traced rate of 1 must drop everything too, which gamma <= 1 alone does not.
   kept = ~dropped & (jnp.asarray(rate) < 1)
-  scale = x.size * _safe_reciprocal(jnp.sum(kept, dtype=jnp.float32))
+  # kept broadcasts along coupled channels; the kept fraction is the same either way.
+  scale = kept.size * _safe_reciprocal(jnp.sum(kept, dtype=jnp.float32))
   return jnp.where(kept, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Sequence
 
+from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,11 @@ from jaxreg.dropout import draws_at_stddev
 from jaxreg.dropout import dropout
 from jaxreg.dropout import gaussian_dropout
 from jaxreg.dropout import gaussian_noise
+from jaxreg.activity import activity_penalty
+from jaxreg.activity import check_activity_reduction
 from jaxreg.regularizers import ElasticNet
+from jaxreg.per_layer import declared
+from jaxreg.regularizers import Regularizer
 
 LOSSES = "losses"
 """The collection :class:`ActivityRegularization` records its penalty in."""
@@ -128,12 +133,13 @@ class AlphaDropout(_Stochastic):
   deterministic: bool | None = None
   rng_collection: str = "dropout"
   exact: bool = False
+  broadcast_dims: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
     deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return alpha_dropout(key, inputs, self.rate, deterministic=deterministic,
-                         exact=self.exact)
+    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
+                         deterministic=deterministic, exact=self.exact)
 
 
 class GaussianDropout(_Stochastic):
@@ -181,9 +187,11 @@ class GaussianNoise(_Stochastic):
 
 
 class DropPath(_Stochastic):
-  """Stochastic depth: drops whole examples (axis 0) of a residual branch.
+  """Stochastic depth: drops whole examples (axis 0) of a residual branch, or the
+  whole branch for the whole batch with ``per="batch"``.
 
-  Use it as ``x + DropPath(rate)(branch(x))``. See :func:`jaxreg.drop_path`.
+  Use it as ``x + DropPath(rate)(branch(x))``; :func:`jaxreg.drop_path_rates` gives
+  per-block rates. See :func:`jaxreg.drop_path`.
 
   >>> import jax, jax.numpy as jnp
   >>> y = DropPath(0.5, deterministic=False).apply(
@@ -198,17 +206,21 @@ class DropPath(_Stochastic):
   mode: str = "inverted"
   exact: bool = False
   residual: str | None = None
+  per: str = "row"
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
     deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return drop_path(key, inputs, self.rate, deterministic=deterministic,
-                     mode=self.mode, exact=self.exact, residual=self.residual)
+                     mode=self.mode, exact=self.exact, residual=self.residual,
+                     per=self.per)
 
 
 class DropBlock(_Stochastic):
-  """DropBlock: drops ``block_size``-wide square blocks of channels-last feature maps.
+  """DropBlock: drops ``block_size``-wide square blocks of feature maps.
 
+  Channels-last by default, ``data_format="channels_first"`` for ``NCHW``;
+  ``couple_channels=True`` shares one block pattern across channels (timm's default).
   See :func:`jaxreg.dropblock` for the block rate and the rescaling.
 
   >>> import jax, jax.numpy as jnp
@@ -223,22 +235,27 @@ class DropBlock(_Stochastic):
   deterministic: bool | None = None
   rng_collection: str = "dropout"
   exact: bool = False
+  couple_channels: bool = False
+  data_format: str = "channels_last"
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool | None = None, rng=None):
     deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
     return dropblock(key, inputs, self.rate, self.block_size,
-                     deterministic=deterministic, exact=self.exact)
+                     deterministic=deterministic, exact=self.exact,
+                     couple_channels=self.couple_channels, data_format=self.data_format)
 
 
 class ActivityRegularization(nn.Module):
   r"""Returns its input unchanged and records :math:`l_1\sum|a| + l_2\sum a^2` of it.
 
   The penalty is :class:`jaxreg.ElasticNet` ``(l1, l2)`` of the activation ``a``, summed
-  over every entry, batch included (divide the strengths by the batch size for a
-  per-example mean). It is sown as ``'activity'`` in the ``'losses'`` collection when
-  that collection is mutable, except during ``init``, and not computed at all
-  otherwise, so evaluation without ``mutable=`` costs nothing. Add
+  over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 does
+  (``reduction="batch_mean"``), or summed over the batch too with ``reduction="sum"``
+  (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. It is sown as
+  ``'activity'`` in the ``'losses'`` collection when that collection is mutable,
+  except during ``init``, and not computed at all otherwise, so evaluation without
+  ``mutable=`` costs nothing. Add
   :func:`activity_loss` of the mutated collections to the training loss; its gradient
   reaches every parameter the activation depends on.
 
@@ -246,19 +263,23 @@ class ActivityRegularization(nn.Module):
   >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
   >>> y, mutated = layer.apply({}, jnp.array([1.0, -2.0]), mutable=LOSSES)
   >>> y, float(activity_loss(mutated))
-  (Array([ 1., -2.], dtype=float32), 2.75)
+  (Array([ 1., -2.], dtype=float32), 1.375)
   """
 
   l1: float = 0.0
   l2: float = 0.0
+  reduction: str = "batch_mean"
 
   @nn.compact
   def __call__(self, inputs):
-    penalty = ElasticNet(self.l1, self.l2)  # Checks the strengths on every call.
+    # Checks the arguments on every call, even when nothing is recorded.
+    penalty = ElasticNet(self.l1, self.l2)
+    check_activity_reduction(self.reduction)
     # Not while initializing: a penalty sown by ``init`` would sit in the variables it
     # returns, and an ``apply`` on them would add the next one to it.
     if self.is_mutable_collection(LOSSES) and not self.is_initializing():
-      self.sow(LOSSES, "activity", penalty(inputs))
+      self.sow(LOSSES, "activity",
+               activity_penalty(inputs, penalty, reduction=self.reduction))
     return inputs
 
 
@@ -273,3 +294,85 @@ def activity_loss(collections: Mapping[str, Any]) -> jax.Array:
   losses = collections.get(LOSSES, collections)
   return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(losses)),
              start=jnp.zeros((), jnp.float32))
+
+
+class Regularized(struct.PyTreeNode, nn.meta.AxisMetadata):
+  """A parameter boxed with the regularizer declared next to its layer.
+
+  Made by :func:`with_regularizer`; Flax unboxes it for the layer (as it does
+  ``nn.Partitioned``), and the box stays in the ``variables`` that ``init`` returns,
+  where :func:`regularizer` finds it. Boxes inside (``nn.with_partitioning``) are kept,
+  and ``nn.scan``/``nn.vmap`` pass their axes on to them.
+  """
+  value: Any
+  regularizer: Regularizer = struct.field(pytree_node=False)
+
+  def unbox(self):
+    return self.value
+
+  def replace_boxed(self, val):
+    return self.replace(value=val)
+
+  def add_axis(self, index: int, params: dict[Any, Any]):
+    return self.replace(value=nn.meta.add_axis(self.value, index, params))
+
+  def remove_axis(self, index: int, params: dict[Any, Any]):
+    return self.replace(value=nn.meta.remove_axis(self.value, index, params))
+
+  def get_partition_spec(self):
+    """The spec of the box inside (``nn.with_partitioning``), for ``nn.get_partition_spec``."""
+    return nn.get_partition_spec(self.value)
+
+
+def with_regularizer(init_fn, regularizer: Regularizer):
+  """Declares ``regularizer`` on the parameter that ``init_fn`` initializes.
+
+  Keras's ``kernel_regularizer=`` habit, written next to the layer:
+  ``nn.Dense(64, kernel_init=with_regularizer(nn.initializers.lecun_normal(),
+  jr.l2(1e-4)))`` (give the layer's own initializer, as for ``nn.with_partitioning``).
+  :func:`param_loss` sums the declared penalties and :func:`regularizer` returns them
+  as one jaxreg regularizer for ``jaxreg.transforms``. The declaration travels in the
+  params tree (a :class:`Regularized` box): keep the boxes (do not ``nn.unbox`` the
+  params you pass to :func:`param_loss`).
+
+  >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxreg as jr
+  >>> layer = nn.Dense(2, kernel_init=with_regularizer(nn.initializers.ones, jr.L1(0.5)))
+  >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 3)))
+  >>> float(param_loss(variables))   # 0.5 · Σ|1| over the (3, 2) kernel
+  3.0
+  >>> regularizer(variables).selected(variables)
+  {'kernel': (3, 2)}
+  """
+  if not isinstance(regularizer, Regularizer):
+    raise TypeError(f"regularizer must be a jaxreg regularizer, got {regularizer!r}")
+  if not callable(init_fn):
+    raise TypeError(f"init_fn must be an initializer (key, shape, dtype) -> array, got {init_fn!r}")
+
+  def init(*args, **kwargs):
+    return Regularized(init_fn(*args, **kwargs), regularizer)
+
+  return init
+
+
+def _declaration(node):
+  return node.regularizer if isinstance(node, Regularized) else None
+
+
+def regularizer(variables) -> Regularizer:
+  """The regularizers declared with :func:`with_regularizer`, as one regularizer.
+
+  Each declared regularizer is restricted (``where=jaxreg.select.paths(...)``) to the
+  parameters it was declared on, so it is the same object as the equivalent ``where=``
+  form: use it with ``jaxreg.transforms`` (its ``prox`` too) on the params or the full
+  variables. The selection is read from the tree's structure, at trace time, so under
+  ``jit`` it costs nothing. Raises ``ValueError`` when nothing is declared.
+  """
+  return declared(variables, _declaration, how="jaxreg.linen.with_regularizer")
+
+
+def param_loss(variables) -> jax.Array:
+  """The total penalty of the regularizers declared with :func:`with_regularizer`:
+  ``regularizer(variables)(variables)``; layers stacked by ``nn.scan``/``nn.vmap`` are
+  summed over layers and members. Takes the params or the full variables (then only
+  the ``'params'`` collection is read)."""
+  return regularizer(variables)(variables)

@@ -10,31 +10,60 @@ through threefry once, for a 64-bit seed ``(s0, s1)``, and each element gets its
 bits from a keyed hash of its own index ``i`` in the (mask-shaped) array:
 
 .. math::
-  h(i) = f\\big(f(i \\oplus s_0) + s_1\\big),
+  x = i \\oplus s_0,\\qquad
+  h(i) = f\\big((f(x) + s_1)\\cdot m\\big) + x,\\qquad m = f(s_0) \\,|\\, 1,
 
 where ``f`` is MurmurHash3's 32-bit finalizer (Appleby), a bijection with full
-avalanche. For a fixed seed ``h`` is a bijection of the index, so no two elements
-share their bits. The index is built from per-dimension iotas, so every device of a
-sharded array computes the bits of its own elements, identical whatever the sharding,
-with no communication. This is a counter-based generator in the spirit of Philox and
-threefry (Salmon et al., 2011) with a much cheaper round function; the statistical
-tests in ``tests/test_masks.py`` check what dropout relies on (keep fraction,
-independence of neighbours and of keys). Arrays of ``2^32`` elements or more fall back
-to threefry bits.
+avalanche, and arithmetic is modulo ``2^32``. Two things in it are deliberate:
+
+* *Adding* ``x`` *back* (a feed-forward, as in the Davies–Meyer construction) makes
+  ``h`` a function that is not a bijection of the index: within one call words repeat
+  at the birthday rate, about ``n^2/2^33`` times among ``n`` elements, as they do for
+  threefry. A bijection draws its ``n`` words without replacement from ``2^32``
+  values, which under-disperses the keep count of a mask by the factor
+  ``1 - n/2^32``: a quarter of its variance at ``2^30`` elements.
+* *The multiplier* ``m``, *derived from* ``s0`` *and applied after* ``s1``, ties the
+  second round to both seed words. Without it (``h = f(f(i ⊕ s0) + s1)``), two keys
+  whose ``s1`` agree, which among ``K`` keys happens for about ``K^2/2^33`` pairs,
+  give masks that are exact copies of each other permuted by ``i -> i ⊕ s0 ⊕ s0'``.
+  Here the second round's inputs for the same ``x`` agree only when ``s1`` and
+  ``m`` both do, 63 bits of the seed (the odds of two threefry keys colliding are
+  ``2^-64``); otherwise a relation ``mask'[i] = mask[π(i)]`` would need the two
+  second-round outputs to differ by exactly ``x' - x`` at every element, an event of
+  odds ``2^-32`` each.
+
+Both cost two integer operations per element (one multiply, one add) over the bare
+two rounds: nothing measurable where dropout waits on memory, about a tenth of a
+float32 dropout's time (6 to 18% measured) where a busy CPU is the bottleneck.
+
+The index is built from per-dimension iotas, so every device of a sharded array
+computes the bits of its own elements, identical whatever the sharding, with no
+communication, and a block of the mask can be drawn alone (``start``,
+``block_shape``). This is a counter-based generator in the spirit of Philox and
+threefry (Salmon et al., 2011) with a much cheaper round function: about twenty
+integer operations per element. The statistical tests in ``tests/test_masks.py``
+check what dropout relies on: keep fraction, keep-count dispersion, repeated words,
+independence of neighbours, of bits and of keys, and of keys forced to share ``s1``.
+Arrays of ``2^32`` elements or more fall back to threefry bits.
 
 Why a hash rather than fewer random bits per element: drawing ``k < 32`` bits per
-element (and combining the lanes of a word bitwise for rates with a short binary
-expansion) saves generator work only while the generator is the cost. The keyed hash
-costs about ten integer operations per element, no more than unpacking and combining
-lanes would, keeps one algorithm for every rate at ``2^-24`` resolution, and needs no
-data movement between elements, which is what keeps it sharding-invariant. Timings
-against Flax and a copy floor are in ``benchmarks/results/``.
+element (or two 16-bit lanes of one word for two elements) saves generator work only
+where the compiled loop can share one word between elements. XLA emits one
+computation per output element, so a word shared by two elements is hashed twice, or
+written to memory and read back: measured on CPU, 1.1 to 3 times slower than one hash
+per element. One hash per element keeps one algorithm and one mask for every dtype
+and rate at ``2^-24`` resolution (float32 and bfloat16 dropout with the same key drop
+the same entries), and needs no data movement between elements, which is what keeps
+it sharding-invariant. Timings against Flax and a copy floor are in
+``benchmarks/results/``.
 
 **The threshold.** Entry ``i`` is kept when the top 24 bits of its word are below
 ``q·2^24``, with ``q`` the float32 value of ``1 - rate`` rounded down to a multiple
 of ``2^-24`` (so ``|q - (1 - rate)| < 2^-23``). So ``P(keep) = q`` exactly, and ``q``
 is exact in float32: callers scale by the probability the mask was truly drawn with,
-and ``E[m·x/q] = x`` holds exactly.
+and ``E[m·x/q] = x`` holds exactly. Every dtype draws the same mask; for bfloat16 and
+float16, :func:`scale_kept` divides by ``q`` in float32 and rounds once, so the
+16-bit scale is still the realized ``q`` and not ``q`` rounded to 8 or 11 bits.
 
 **The exact path** (``exact=True``) is ``jax.random.bernoulli(key, 1 - rate, shape)``,
 draw for draw what ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` use, so results are
@@ -60,7 +89,7 @@ from jaxreg import _checks
 
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _LEVELS = float(2**_RESOLUTION_BITS)
-_HASHABLE_SIZE = 2**32  # Indices must fit a uint32 for the hash to be a bijection.
+_HASHABLE_SIZE = 2**32  # Indices must fit a uint32 to be hashed.
 RESIDUALS = ("recompute", "packed")
 _MASK_NAME = "jaxreg_packed_mask"
 
@@ -78,6 +107,8 @@ def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int
   ndim = len(shape)
   dims = set()
   for dim in broadcast_dims:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+      raise TypeError(f"broadcast_dims entries must be ints, got {dim!r} in {broadcast_dims!r}")
     if not -ndim <= dim < ndim:
       raise ValueError(
           f"broadcast_dims entry {dim} is out of range for an array of shape {tuple(shape)}")
@@ -93,6 +124,14 @@ def _finalize(h):
   h = h ^ (h >> 13)
   h = h * jnp.uint32(0xC2B2AE35)
   return h ^ (h >> 16)
+
+
+def _keyed_hash(index: jax.Array, seed: jax.Array) -> jax.Array:
+  """The fast path's ``h(i)`` (module docstring) for uint32 ``index`` and ``seed = (s0,
+  s1)``: ``x = i ⊕ s0``, ``h = f((f(x) + s1)·m) + x`` with ``m = f(s0) | 1``."""
+  x = index ^ seed[0]
+  multiplier = _finalize(seed[0]) | jnp.uint32(1)  # Odd: multiplying stays a bijection.
+  return _finalize((_finalize(x) + seed[1]) * multiplier) + x
 
 
 def _flat_index(shape: tuple[int, ...], start=None, block_shape=None) -> jax.Array:
@@ -150,8 +189,7 @@ def random_bits(key, shape: Sequence[int], *, start: Sequence | None = None,
     bits = jax.random.bits(key, shape, jnp.uint32)
     return jax.lax.dynamic_slice(bits, start, block_shape) if blocked else bits
   seed = jax.random.bits(key, (2,), jnp.uint32)
-  index = _flat_index(shape, start, block_shape)
-  return _finalize(_finalize(index ^ seed[0]) + seed[1])
+  return _keyed_hash(_flat_index(shape, start, block_shape), seed)
 
 
 def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
@@ -208,6 +246,62 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
   bits = random_bits(key, shape, start=start, block_shape=block_shape)
   bits = bits >> (32 - _RESOLUTION_BITS)
   return KeepMask(bits < level.astype(jnp.uint32), level / _LEVELS)
+
+
+def scale_kept(x: jax.Array, mask: jax.Array, keep_prob) -> jax.Array:
+  r"""Inverted dropout's :math:`m \odot x / q`: ``x / keep_prob`` where ``mask``, else 0.
+
+  The quotient is taken in float32 (or ``x``'s dtype, if wider) with ``q`` as the mask
+  was drawn, and rounded once to ``x``'s dtype: a bfloat16 or float16 ``x`` is scaled
+  by the realized keep probability itself, not by ``q`` first rounded to 8 or 11
+  bits, which would bias :math:`E[y]` by up to :math:`2^{-9}` of ``x``.
+  ``keep_prob == 0`` (a traced rate of 1, where the mask keeps nothing) gives zeros.
+
+  >>> import jax.numpy as jnp
+  >>> scale_kept(jnp.ones(3, jnp.bfloat16), jnp.array([True, False, True]), 0.75)
+  Array([1.33594, 0, 1.33594], dtype=bfloat16)
+  """
+  q = jnp.asarray(keep_prob, jnp.float32)
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  safe_q = jnp.where(q > 0, q, 1.0).astype(wide)
+  if x.dtype == jnp.bfloat16:
+    return _scale_kept_bfloat16(x, mask, safe_q)
+  return _scale_kept_converting(x, mask, safe_q)
+
+
+def _scale_kept_converting(x, mask, q):
+  return jnp.where(mask, x.astype(q.dtype) / q, 0).astype(x.dtype)
+
+
+def _scale_kept_rounding_bits(x, mask, q):
+  """bfloat16 ``m·x/q`` with the float32 -> bfloat16 rounding (to nearest, ties to
+  even) done on the integer bits: on CPU, XLA's own conversion makes this loop about
+  1.5 times slower (``benchmarks/``), enough to make bfloat16 dropout slower than
+  float32. A NaN quotient keeps its sign and top payload bits and is made quiet."""
+  quotient = x.astype(jnp.float32) / q
+  bits = jax.lax.bitcast_convert_type(quotient, jnp.uint32)
+  rounded = (bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))) >> 16
+  rounded = jnp.where(jnp.isnan(quotient), (bits >> 16) | jnp.uint32(0x40), rounded)
+  kept = jnp.where(mask, rounded, jnp.uint32(0)).astype(jnp.uint16)
+  return jax.lax.bitcast_convert_type(kept, jnp.bfloat16)
+
+
+@jax.custom_jvp
+def _scale_kept_bfloat16(x, mask, q):
+  # Elsewhere the backend's own conversion is native and fast.
+  return jax.lax.platform_dependent(x, mask, q, cpu=_scale_kept_rounding_bits,
+                                    default=_scale_kept_converting)
+
+
+@_scale_kept_bfloat16.defjvp
+def _scale_kept_bfloat16_jvp(primals, tangents):
+  # Integer bit operations have no transpose: tangents take the converting form,
+  # which rounds the same way, so that reverse mode works through them.
+  x, mask, q = primals
+  dx, _, dq = tangents
+  wide = jnp.where(mask, x.astype(jnp.float32), 0)
+  tangent = jnp.where(mask, dx.astype(jnp.float32) / q, 0) - wide * dq / q**2
+  return _scale_kept_bfloat16(x, mask, q), tangent.astype(jnp.bfloat16)
 
 
 def standard_normal(key, shape: Sequence[int], dtype) -> jax.Array:

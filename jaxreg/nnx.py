@@ -48,7 +48,11 @@ from jaxreg.dropout import draws_at_stddev
 from jaxreg.dropout import dropout
 from jaxreg.dropout import gaussian_dropout
 from jaxreg.dropout import gaussian_noise
+from jaxreg.activity import activity_penalty
+from jaxreg.activity import check_activity_reduction
 from jaxreg.regularizers import ElasticNet
+from jaxreg.per_layer import declared
+from jaxreg.regularizers import Regularizer
 
 RngSource = nnx.Rngs | nnx.RngStream | None
 
@@ -163,15 +167,17 @@ class AlphaDropout(_Stochastic):
   """
 
   def __init__(self, rate: float, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False):
+               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False,
+               broadcast_dims: Sequence[int] = ()):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate = rate
     self.exact = exact
+    self.broadcast_dims = broadcast_dims
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
     deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return alpha_dropout(key, inputs, self.rate, deterministic=deterministic,
-                         exact=self.exact)
+    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
+                         deterministic=deterministic, exact=self.exact)
 
 
 class GaussianDropout(_Stochastic):
@@ -218,9 +224,11 @@ class GaussianNoise(_Stochastic):
 
 
 class DropPath(_Stochastic):
-  """Stochastic depth: drops whole examples (axis 0) of a residual branch.
+  """Stochastic depth: drops whole examples (axis 0) of a residual branch, or the
+  whole branch for the whole batch with ``per="batch"``.
 
-  Use it as ``x + self.drop_path(self.branch(x))``. See :func:`jaxreg.drop_path`.
+  Use it as ``x + self.drop_path(self.branch(x))``; :func:`jaxreg.drop_path_rates`
+  gives per-block rates. See :func:`jaxreg.drop_path`.
 
   >>> import jax.numpy as jnp
   >>> from flax import nnx
@@ -231,22 +239,25 @@ class DropPath(_Stochastic):
 
   def __init__(self, rate: float, *, deterministic: bool | None = False,
                rng_collection: str = "dropout", rngs: RngSource = None, mode: str = "inverted",
-               exact: bool = False, residual: str | None = None):
+               exact: bool = False, residual: str | None = None, per: str = "row"):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate = rate
     self.mode = mode
     self.exact = exact
     self.residual = residual
+    self.per = per
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
     deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return drop_path(key, inputs, self.rate, deterministic=deterministic, mode=self.mode,
-                     exact=self.exact, residual=self.residual)
+                     exact=self.exact, residual=self.residual, per=self.per)
 
 
 class DropBlock(_Stochastic):
-  """DropBlock: drops ``block_size``-wide square blocks of channels-last feature maps.
+  """DropBlock: drops ``block_size``-wide square blocks of feature maps.
 
+  Channels-last by default, ``data_format="channels_first"`` for ``NCHW``;
+  ``couple_channels=True`` shares one block pattern across channels (timm's default).
   See :func:`jaxreg.dropblock` for the block rate and the rescaling.
 
   >>> import jax.numpy as jnp
@@ -256,16 +267,20 @@ class DropBlock(_Stochastic):
   """
 
   def __init__(self, rate: float, block_size: int, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False):
+               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False,
+               couple_channels: bool = False, data_format: str = "channels_last"):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate = rate
     self.block_size = block_size
     self.exact = exact
+    self.couple_channels = couple_channels
+    self.data_format = data_format
 
   def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
     deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
     return dropblock(key, inputs, self.rate, self.block_size, deterministic=deterministic,
-                     exact=self.exact)
+                     exact=self.exact, couple_channels=self.couple_channels,
+                     data_format=self.data_format)
 
 
 class ActivityLoss(nnx.Variable):
@@ -279,9 +294,11 @@ class ActivityRegularization(nnx.Module):
   r"""Returns its input unchanged and keeps :math:`l_1\sum|a| + l_2\sum a^2` of it.
 
   The penalty is :class:`jaxreg.ElasticNet` ``(l1, l2)`` of the activation ``a``, summed
-  over every entry, batch included (divide the strengths by the batch size for a
-  per-example mean). Each call overwrites the module's :class:`ActivityLoss` (a float32
-  scalar, zero before the first call), so the state keeps one shape under ``nnx.jit``,
+  over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 does
+  (``reduction="batch_mean"``), or summed over the batch too with ``reduction="sum"``
+  (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. Each call
+  overwrites the module's :class:`ActivityLoss` (a float32 scalar, zero before the
+  first call), so the state keeps one shape under ``nnx.jit``,
   ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in one forward pass keeps
   only its second penalty: use one module per call site. Add :func:`activity_loss` of
   the model, read inside the loss function after the forward pass, to the training
@@ -292,16 +309,18 @@ class ActivityRegularization(nnx.Module):
   >>> layer(jnp.array([1.0, -2.0]))
   Array([ 1., -2.], dtype=float32)
   >>> float(activity_loss(layer))
-  2.75
+  1.375
   """
 
-  def __init__(self, l1: float = 0.0, l2: float = 0.0):
+  def __init__(self, l1: float = 0.0, l2: float = 0.0, *, reduction: str = "batch_mean"):
     self.l1 = l1
     self.l2 = l2
+    self.reduction = check_activity_reduction(reduction)
     self.activity = ActivityLoss(jnp.zeros((), jnp.float32))
 
   def __call__(self, inputs) -> jax.Array:
-    self.activity[...] = ElasticNet(self.l1, self.l2)(inputs)
+    self.activity[...] = activity_penalty(inputs, ElasticNet(self.l1, self.l2),
+                                          reduction=self.reduction)
     return inputs
 
 
@@ -310,3 +329,48 @@ def activity_loss(model) -> jax.Array:
   (``nnx.scan`` and ``nnx.vmap`` stack them)."""
   losses = jax.tree.leaves(nnx.state(model, ActivityLoss))
   return sum((jnp.sum(loss) for loss in losses), start=jnp.zeros((), jnp.float32))
+
+
+REGULARIZER = "regularizer"
+"""The metadata key of a regularizer declared on an ``nnx.Param``."""
+
+
+def _declaration(node):
+  if isinstance(node, nnx.Variable):
+    return node.get_metadata().get(REGULARIZER)
+  return None
+
+
+def regularizer(model) -> Regularizer:
+  """The regularizers declared on a model's parameters, as one regularizer.
+
+  Keras's ``kernel_regularizer=`` habit, written next to the layer as ``nnx.Param``
+  metadata: ``nnx.Linear(3, 4, kernel_metadata={"regularizer": jr.l2(1e-4)},
+  rngs=rngs)`` (any layer with ``*_metadata`` arguments), or
+  ``kernel_init=nnx.with_metadata(init, regularizer=...)``, or
+  ``layer.kernel.set_metadata(regularizer=...)`` after construction. Each declared
+  regularizer is restricted (``where=jaxreg.select.paths(...)``) to the parameters it
+  was declared on, so it is the same object as the equivalent ``where=`` form: use it
+  with ``jaxreg.transforms`` (its ``prox`` too). ``model`` is a module or its state
+  (``nnx.state(model)``, ``nnx.state(model, nnx.Param)``). Raises ``ValueError`` when
+  nothing is declared.
+
+  >>> import jax.numpy as jnp, jaxreg as jr
+  >>> from flax import nnx
+  >>> layer = nnx.Linear(3, 2, kernel_init=nnx.initializers.ones,
+  ...                    kernel_metadata={"regularizer": jr.L1(0.5)}, rngs=nnx.Rngs(0))
+  >>> float(param_loss(layer))   # 0.5 · Σ|1| over the (3, 2) kernel
+  3.0
+  >>> regularizer(layer).selected(layer)
+  {'kernel': (3, 2)}
+  """
+  return declared(model, _declaration,
+                  how='kernel_metadata={"regularizer": ...} or nnx.with_metadata')
+
+
+def param_loss(model) -> jax.Array:
+  """The total penalty of the regularizers declared on ``model``'s parameters:
+  ``regularizer(model)(model)``; layers stacked by ``nnx.scan``/``nnx.vmap`` are summed
+  over layers and members. Call it inside the loss function, as
+  :func:`activity_loss`."""
+  return regularizer(model)(model)

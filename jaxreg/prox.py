@@ -108,3 +108,120 @@ def group_soft_threshold(x, t, axis) -> jax.Array:
   positive = norms > 0
   shrink = jnp.maximum(1 - jnp.asarray(t, x.dtype) / jnp.where(positive, norms, 1), 0)
   return jnp.where(positive, shrink, 0).astype(x.dtype) * x
+
+
+# Non-negative proxes: the penalty plus the indicator of z >= 0. For a penalty that is
+# even and convex in each coordinate, clamping its prox at 0 gives the prox of the sum.
+
+
+def nonneg_soft_threshold(x, t) -> jax.Array:
+  r"""Prox of :math:`t\lVert z\rVert_1` on :math:`z \ge 0`: :math:`\max(x - t, 0)`.
+
+  The same map as ``jaxopt.prox.prox_non_negative_lasso(x, t)``.
+
+  >>> import jax.numpy as jnp
+  >>> nonneg_soft_threshold(jnp.array([-2.0, 0.5, 3.0]), 1.0)
+  Array([0., 0., 2.], dtype=float32)
+  """
+  return non_negative(soft_threshold(x, t))
+
+
+def nonneg_ridge(x, t) -> jax.Array:
+  r"""Prox of :math:`t\lVert z\rVert_2^2` on :math:`z \ge 0`: :math:`\max(x, 0)/(1 + 2t)`.
+
+  jaxopt's ``prox_non_negative_ridge(x, l2reg)`` computes
+  :math:`\max(x, 0)/(1 + \text{l2reg})`, the prox of
+  :math:`\tfrac{\text{l2reg}}{2}\lVert z\rVert_2^2` (its docstring omits the ½), so
+  ``nonneg_ridge(x, t)`` is ``prox_non_negative_ridge(x, 2t)``.
+
+  >>> import jax.numpy as jnp
+  >>> nonneg_ridge(jnp.array([-2.0, 3.0]), 1.0)
+  Array([0., 1.], dtype=float32)
+  """
+  return non_negative(ridge(x, t))
+
+
+# Projections: the prox of the indicator of a set (0 on it, +inf off it), whatever the
+# step. The norm projections follow Keras's constraints formula for formula, epsilon
+# included (``keras.backend.epsilon()`` is 1e-7), so that they agree with Keras to
+# rounding; ``epsilon=0`` gives the exact Euclidean projection.
+
+KERAS_EPSILON = 1e-7
+"""``keras.backend.epsilon()``: what Keras adds to a norm before dividing by it."""
+
+
+def non_negative(x) -> jax.Array:
+  r"""Projection onto :math:`\{z \ge 0\}`: :math:`\max(x, 0)` (Keras's ``NonNeg``).
+
+  >>> import jax.numpy as jnp
+  >>> non_negative(jnp.array([-1.0, 2.0]))
+  Array([0., 2.], dtype=float32)
+  """
+  x = jnp.asarray(x)
+  return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+def _rescale(x, axis, target_norm, epsilon):
+  """``x·target(n)/(epsilon + n)`` with ``n`` the norm over ``axis``, Keras's formula,
+  computed in at least float32 and returned in ``x``'s dtype."""
+  x = jnp.asarray(x)
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  norms = group_norm(wide, axis, keepdims=True)
+  denominator = epsilon + norms
+  # At a zero group (with epsilon = 0) the factor is irrelevant: x is 0 there.
+  safe = jnp.where(denominator > 0, denominator, 1)
+  return (wide * (target_norm(norms) / safe)).astype(x.dtype)
+
+
+def max_norm(x, max_value, axis=0, epsilon: float = KERAS_EPSILON) -> jax.Array:
+  r"""Projection onto :math:`\{z: \lVert z_g\rVert_2 \le c\}` for every group ``g``.
+
+  :math:`z_g = x_g\,\min(\lVert x_g\rVert, c)/(\epsilon + \lVert x_g\rVert)`, Keras's
+  ``MaxNorm`` formula; groups are reduced over ``axis`` as in :func:`group_norm` (for
+  a Dense kernel ``(in, out)``, ``axis=0`` bounds each unit's incoming weights). With
+  ``epsilon=0`` it is the exact projection; Keras's ``epsilon`` shrinks a feasible
+  group by the factor :math:`n/(n + \epsilon)`, a relative :math:`10^{-7}/n`.
+
+  >>> import jax.numpy as jnp
+  >>> max_norm(jnp.array([[3.0, 0.3], [4.0, 0.4]]), 1.0, epsilon=0.0)
+  Array([[0.6, 0.3],
+         [0.8, 0.4]], dtype=float32)
+  """
+  return _rescale(x, axis, lambda n: jnp.minimum(n, max_value), epsilon)
+
+
+def min_max_norm(x, min_value, max_value, rate=1.0, axis=0,
+                 epsilon: float = KERAS_EPSILON) -> jax.Array:
+  r"""Keras's ``MinMaxNorm``: moves each group's norm towards :math:`[a, b]`.
+
+  :math:`z_g = x_g\,\big(r\,\mathrm{clip}(n_g, a, b) + (1 - r)\,n_g\big)/(\epsilon +
+  n_g)`, :math:`n_g = \lVert x_g\rVert_2`. With ``rate=1`` and ``epsilon=0`` it is
+  the projection onto :math:`\{a \le \lVert z_g\rVert \le b\}` (a shell, not convex
+  for :math:`a > 0`: the nearest point is still this rescaling, except at
+  :math:`x_g = 0`, which stays 0). With ``rate < 1`` it is no projection: a group
+  moves a fraction ``rate`` of the way, so the constraint holds only in the limit of
+  repeated steps.
+
+  >>> import jax.numpy as jnp
+  >>> min_max_norm(jnp.array([[0.3], [0.4]]), 1.0, 2.0, epsilon=0.0)
+  Array([[0.6],
+         [0.8]], dtype=float32)
+  """
+  def target(n):
+    return rate * jnp.clip(n, min_value, max_value) + (1 - rate) * n
+
+  return _rescale(x, axis, target, epsilon)
+
+
+def unit_norm(x, axis=0, epsilon: float = KERAS_EPSILON) -> jax.Array:
+  r"""Projection onto the unit sphere :math:`\{z: \lVert z_g\rVert_2 = 1\}`: Keras's
+  ``UnitNorm``, :math:`z_g = x_g/(\epsilon + \lVert x_g\rVert_2)`.
+
+  A zero group stays 0 (every unit vector is nearest to it; Keras keeps 0 too).
+
+  >>> import jax.numpy as jnp
+  >>> unit_norm(jnp.array([[3.0, 0.0], [4.0, 0.0]]), epsilon=0.0)
+  Array([[0.6, 0. ],
+         [0.8, 0. ]], dtype=float32)
+  """
+  return _rescale(x, axis, lambda n: jnp.ones_like(n), epsilon)

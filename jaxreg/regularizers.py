@@ -70,17 +70,16 @@ def _square(w):
   return jnp.square(w.astype(_accumulation_dtype(w)))
 
 
-def _step_per_leaf(step, params):
-  """``step`` as a pytree of params' structure: a scalar is shared by every leaf."""
+def _step_per_leaf(step, params) -> list:
+  """``step`` for each leaf of ``params``, in leaf order: a scalar is shared by all."""
   treedef = jax.tree.structure(params)
   if jax.tree.structure(step) == _LEAF and jnp.ndim(step) == 0:
-    step = _checks.check_nonnegative(step, "step")
-    return jax.tree.unflatten(treedef, [step] * treedef.num_leaves)
+    return [_checks.check_nonnegative(step, "step")] * treedef.num_leaves
   if jax.tree.structure(step) != treedef:
     raise ValueError(
         "step must be a scalar or a pytree with the structure of params; got "
         f"{jax.tree.structure(step)} for params {treedef}")
-  return step
+  return jax.tree.leaves(step)
 
 
 _LEAF = jax.tree.structure(0.0)
@@ -91,23 +90,51 @@ class Regularizer:
 
   Subclasses define ``_leaf_value(w)`` and ``_leaf_prox(w, step)``, and name their
   strength attributes in ``_strengths`` (traced-capable pytree leaves).
+
+  ``params`` may be a plain pytree, a Flax linen ``variables`` dict or an NNX module
+  or state: only parameters are penalized (the ``'params'`` collection, ``nnx.Param``
+  variables; see :mod:`jaxreg.select`), and ``prox`` returns the same structure with
+  only the selected parameters changed. A ``where`` that selects no parameter raises
+  ``ValueError`` unless it is ``jaxreg.select.allow_empty(...)``.
   """
 
   _strengths: tuple[str, ...] = ()
   _static: tuple[str, ...] = ("where",)
+  separable: bool = True
+  """The penalty is a sum of per-coordinate terms, so ``prox`` accepts one step per
+  coordinate (as ``jaxreg.transforms.prox_adam`` passes)."""
 
   def __call__(self, params) -> jax.Array:
-    flags = select.mask(self.where, params)
-    terms = [self._leaf_value(w) for selected, w in
-             zip(jax.tree.leaves(flags), jax.tree.leaves(params)) if selected]
+    flags = select.selection(self.where, params)
+    terms = [self._leaf_value(w) for selected, w in zip(flags, jax.tree.leaves(params))
+             if selected]
     return sum(terms, start=jnp.zeros((), jnp.float32))
 
   def prox(self, params, step):
     """The proximal map of ``step·R`` at ``params``; selected-out leaves are returned as is."""
-    flags = select.mask(self.where, params)
+    flags = select.selection(self.where, params)
     steps = _step_per_leaf(step, params)
-    return jax.tree.map(lambda selected, w, t: self._leaf_prox(w, t) if selected else w,
-                        flags, params, steps)
+    values, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, [
+        self._leaf_prox(w, t) if selected else w
+        for selected, w, t in zip(flags, values, steps)])
+
+  def selected(self, params) -> dict[str, tuple[int, ...]]:
+    """``{path: shape}`` of the parameters this regularizer penalizes in ``params``.
+
+    >>> import jax.numpy as jnp, jaxreg as jr
+    >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+    >>> jr.L2(0.1, where=jr.select.kernels()).selected(params)
+    {'dense/kernel': (3, 2)}
+    """
+    return select.selected(self.where, params)
+
+  def with_where(self, where) -> Regularizer:
+    """The same regularizer (the same strengths, traced or not) on another ``where``."""
+    children, aux = self.tree_flatten()
+    out = type(self).tree_unflatten(aux, children)
+    out.where = select.as_selector(where)
+    return out
 
   def elastic_coefficients(self) -> tuple[Any, Any] | None:
     """``(a, b)`` when the per-leaf term is ``a·|w| + b·w²``, for closed-form sums."""
@@ -158,7 +185,7 @@ class L1(Regularizer):
   _strengths = ("strength",)
 
   def __init__(self, strength, *, where=None):
-    self.strength = _checks.check_nonnegative(strength, "strength")
+    self.strength = _checks.check_strength(strength, "strength")
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
@@ -182,7 +209,7 @@ class L2(Regularizer):
   _strengths = ("strength",)
 
   def __init__(self, strength, *, where=None):
-    self.strength = _checks.check_nonnegative(strength, "strength")
+    self.strength = _checks.check_strength(strength, "strength")
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
@@ -211,8 +238,8 @@ class ElasticNet(Regularizer):
   _strengths = ("l1", "l2")
 
   def __init__(self, l1, l2, *, where=None):
-    self.l1 = _checks.check_nonnegative(l1, "l1")
-    self.l2 = _checks.check_nonnegative(l2, "l2")
+    self.l1 = _checks.check_strength(l1, "l1")
+    self.l2 = _checks.check_strength(l2, "l2")
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
@@ -242,9 +269,10 @@ class GroupLasso(Regularizer):
   """
   _strengths = ("strength",)
   _static = ("axis", "where")
+  separable = False  # One norm per group: a step per coordinate has no closed form.
 
   def __init__(self, strength, *, axis, where=None):
-    self.strength = _checks.check_nonnegative(strength, "strength")
+    self.strength = _checks.check_strength(strength, "strength")
     axes = axis if isinstance(axis, tuple) else (axis,)
     if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
       raise ValueError(f"axis must be an int or a tuple of ints, got {axis!r}")
@@ -277,7 +305,8 @@ class Sum(Regularizer):
 
   The prox of a sum has a closed form on a leaf when at most one term selects it, or
   when every term that selects it is an L1/L2/elastic-net term (their strengths add up
-  into one elastic net). Any other overlap raises ``NotImplementedError``: chain the
+  into one elastic net), with or without ``jaxreg.NonNeg`` (which clamps that prox at
+  0: ``L1(λ) + NonNeg()`` gives :math:`\max(w - tλ, 0)`). Any other overlap raises ``NotImplementedError``: chain the
   gradient of one term instead (``jaxreg.transforms.add_gradient``).
 
   >>> import jax.numpy as jnp
@@ -296,7 +325,7 @@ class Sum(Regularizer):
 
   def prox(self, params, step):
     steps = _step_per_leaf(step, params)
-    flag_trees = [select.mask(term.where, params) for term in self.terms]
+    flag_columns = [select.selection(term.where, params) for term in self.terms]
 
     def leaf_prox(path, w, t, *flags):
       active = [term for term, selected in zip(self.terms, flags) if selected]
@@ -304,17 +333,38 @@ class Sum(Regularizer):
         return w
       if len(active) == 1:
         return active[0]._leaf_prox(w, t)
+      # max(·, 0) after the prox of an even, coordinate-wise convex penalty is the
+      # prox of that penalty plus the constraint w >= 0 (jaxreg.NonNeg).
+      nonneg = any(getattr(term, "projects_nonnegative", False) for term in active)
+      active = [term for term in active if not getattr(term, "projects_nonnegative", False)]
       coefficients = [term.elastic_coefficients() for term in active]
       if any(c is None for c in coefficients):
         raise NotImplementedError(
-            f"{' + '.join(type(term).__name__ for term in active)} has no closed-form "
+            f"{' + '.join(type(term).__name__ for term in active)}"
+            f"{' + NonNeg' if nonneg else ''} has no closed-form "
             f"proximal map on {select.path_string(path)!r}; restrict one term with where=, or add its "
             "gradient instead of its prox")
       l1 = sum(a for a, _ in coefficients)
       l2 = sum(b for _, b in coefficients)
-      return _prox.elastic_net(w, t * l1, t * l2)
+      z = _prox.elastic_net(w, t * l1, t * l2)
+      return _prox.non_negative(z) if nonneg else z
 
-    return jax.tree_util.tree_map_with_path(leaf_prox, params, steps, *flag_trees)
+    values, treedef = jax.tree.flatten(params)
+    paths = [leaf.path for leaf in select.leaves(params)]
+    return jax.tree.unflatten(treedef, [
+        leaf_prox(*row) for row in zip(paths, values, steps, *flag_columns)])
+
+  def selected(self, params) -> dict[str, tuple[int, ...]]:
+    """``{path: shape}`` of the parameters any term penalizes (``reg.terms[i].selected``
+    shows one term's)."""
+    return {path: shape for term in self.terms for path, shape in term.selected(params).items()}
+
+  @property
+  def separable(self) -> bool:
+    return all(term.separable for term in self.terms)
+
+  def with_where(self, where) -> Sum:
+    return Sum(term.with_where(where) for term in self.terms)
 
   def __repr__(self):
     return " + ".join(repr(term) for term in self.terms)
@@ -330,6 +380,10 @@ def l2(l2: float = 0.01, *, where=None) -> L2:
   return L2(l2, where=where)
 
 
-def l1_l2(l1: float = 0.01, l2: float = 0.01, *, where=None) -> ElasticNet:
-  """Keras-style alias: ``l1_l2(l1=a, l2=b)`` is ``ElasticNet(a, b)``."""
+def l1_l2(l1: float = 0.0, l2: float = 0.0, *, where=None) -> ElasticNet:
+  """Keras-style alias: ``l1_l2(l1=a, l2=b)`` is ``ElasticNet(a, b)``.
+
+  The defaults are Keras 3's, ``(0.0, 0.0)``; tf.keras 2 defaulted to ``(0.01, 0.01)``.
+  """
   return ElasticNet(l1, l2, where=where)
+

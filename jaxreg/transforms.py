@@ -6,7 +6,8 @@ Two ways to add a penalty :math:`R` to a loss :math:`L_0`:
   optimizer sees it, so the optimizer minimizes :math:`L_0 + R` like any other loss.
   For ``L1`` the gradient is :math:`λ\,\mathrm{sign}(w)`: constant in size, so the
   weights oscillate around 0 and almost never land on it.
-* **proximal** (:func:`proximal`, :func:`prox_sgd`, :func:`prox_adam`): take the
+* **proximal** (:func:`proximal`, :func:`prox_sgd`, :func:`prox_adam`, and
+  ``prox_adagrad`` and ``ftrl`` from :mod:`jaxreg.adaptive`): take the
   optimizer's step on :math:`L_0` alone, then apply the proximal map of the penalty,
   :math:`w \leftarrow \operatorname{prox}_{η_t R}(w + u)`. For ``L1`` this is
   soft-thresholding, which sets coordinates to exactly 0.
@@ -173,6 +174,11 @@ def add_gradient(reg) -> optax.GradientTransformation:
   Array([ 0.5,  0. , -0.5], dtype=float32)
   """
   reg = _check_regularizer(reg, prox=False)
+  if any(getattr(term, "is_constraint", False) for term in getattr(reg, "terms", (reg,))):
+    # Its value is 0 everywhere, so its gradient would silently do nothing.
+    raise TypeError(
+        f"{reg!r} contains a constraint, which has no gradient; enforce it with its "
+        "prox (proximal, prox_sgd, prox_adam)")
 
   def init_fn(params):
     del params
@@ -373,9 +379,9 @@ def prox_adam(learning_rate: optax.ScalarOrSchedule, reg: Regularizer, *,
   0 has threshold about :math:`η_tλ/\epsilon` and is zeroed at once: Adam's metric puts
   no weight on keeping it where it is, so the penalty decides alone.
 
-  ``GroupLasso`` has no closed-form prox with a different step per coordinate and
-  raises ``ValueError``; use :func:`prox_sgd`, or ``optax.adam`` followed by
-  :func:`proximal`.
+  ``GroupLasso`` has no closed-form prox with a different step per coordinate, so
+  ``prox_adam(lr, GroupLasso(...))`` raises ``ValueError`` at once; use
+  :func:`prox_sgd`, or ``optax.adam`` followed by :func:`proximal`.
 
   Args:
     learning_rate: a float or an Optax schedule.
@@ -398,6 +404,10 @@ def prox_adam(learning_rate: optax.ScalarOrSchedule, reg: Regularizer, *,
   """
   learning_rate = _check_learning_rate(learning_rate)
   reg = _check_regularizer(reg, prox=True)
+  if not reg.separable:
+    raise ValueError(
+        f"prox_adam needs a penalty whose prox takes one step per coordinate; {reg!r} "
+        "has none in closed form: use prox_sgd, or optax.adam followed by proximal")
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
 
   def init_fn(params):
@@ -415,3 +425,15 @@ def prox_adam(learning_rate: optax.ScalarOrSchedule, reg: Regularizer, *,
     return updates, ProxAdamState(*adam_state)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+# Adagrad-style proximal optimizers live in jaxreg.adaptive, which builds on the
+# helpers above; loaded on first access, since that module imports this one.
+_ADAPTIVE = ("prox_adagrad", "ftrl", "ProxAdagradState", "FtrlState")
+
+
+def __getattr__(name):
+  if name in _ADAPTIVE:
+    import jaxreg.adaptive  # pylint: disable=g-import-not-at-top
+    return getattr(jaxreg.adaptive, name)
+  raise AttributeError(f"module 'jaxreg.transforms' has no attribute {name!r}")

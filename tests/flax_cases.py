@@ -67,3 +67,18 @@ def assert_mc_moments(mean, variance, h, w, b, q, n):
   np.testing.assert_array_less(np.abs(mean - exact_mean), 5 * np.sqrt(exact_var / n))
   np.testing.assert_array_less(np.abs(variance - exact_var * (n - 1) / n),
                                5 * np.sqrt((kappa4 + 2 * exact_var ** 2) / n))
+
+
+def peer_option_cases(module, x, k):
+  """``(layer, expected output)`` for the options that torchvision, timm and Keras users
+  reach for, built from ``module`` (``jaxreg.linen`` or ``jaxreg.nnx``): DropPath
+  ``per="batch"``, DropBlock ``couple_channels`` on ``NCHW``, AlphaDropout
+  ``broadcast_dims``. The expected outputs are the functions' with the key ``k``."""
+  import jaxreg as jr  # pylint: disable=g-import-not-at-top
+  return [
+      (module.DropPath(0.5, per="batch"), jr.drop_path(k, x, 0.5, per="batch")),
+      (module.DropBlock(0.3, 2, couple_channels=True, data_format="channels_first"),
+       jr.dropblock(k, x, 0.3, 2, couple_channels=True, data_format="channels_first")),
+      (module.AlphaDropout(0.3, broadcast_dims=(1,)),
+       jr.alpha_dropout(k, x, 0.3, broadcast_dims=(1,))),
+  ]

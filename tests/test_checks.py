@@ -72,9 +72,37 @@ def test_elastic_net_strengths_are_checked_by_name(field):
     jr.l1_l2(**kwargs)
 
 
-def test_strength_array_with_a_negative_entry_is_rejected():
-  with pytest.raises(ValueError, match=r"strength must be finite and >= 0, got \[ 1. -1.\]"):
-    jr.L1(jnp.array([1.0, -1.0]))
+@pytest.mark.parametrize("make", [jr.L1, jr.L2, jr.l1, jr.l2,
+                                  lambda s: jr.GroupLasso(s, axis=0)],
+                         ids=["L1", "L2", "l1", "l2", "GroupLasso"])
+@pytest.mark.parametrize("strength,message", [
+    (None, "strength must be a real number .* got NoneType: None"),
+    ("0.1", "strength must be a real number .* got str: '0.1'"),
+    (True, "strength must be a real number .* got bool: True"),
+    (np.bool_(True), "strength must be a real number .* got bool: np.True_"),
+    ([0.1], "strength must be a real number .* got list: \\[0.1\\]"),
+    (jnp.array([0.1]), r"strength must be a scalar, got shape \(1,\)"),
+    (np.ones((2, 2)), r"strength must be a scalar, got shape \(2, 2\)"),
+    (1 + 2j, "strength must be a real number .* got complex"),
+])
+def test_strength_of_the_wrong_type_is_a_type_error(make, strength, message):
+  with pytest.raises(TypeError, match=message):
+    make(strength)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"l1": None, "l2": 0.1}, "l1"), ({"l1": 0.1, "l2": "0.1"}, "l2"),
+    ({"l1": 0.1, "l2": False}, "l2")])
+def test_elastic_net_strengths_are_type_checked_by_name(kwargs, name):
+  with pytest.raises(TypeError, match=f"^{name} must be a real number"):
+    jr.ElasticNet(**kwargs)
+  with pytest.raises(TypeError, match=f"^{name} must be a real number"):
+    jr.l1_l2(**kwargs)
+
+
+def test_real_scalars_of_every_kind_are_strengths():
+  for strength in (1, 0.5, np.float32(0.5), np.int64(1), jnp.float32(0.5), jnp.array(0.5)):
+    assert float(jr.L1(strength)({"w": jnp.ones(2)})) == 2 * float(strength)
 
 
 @pytest.mark.parametrize("step", [-1.0, float("nan")])
@@ -100,7 +128,7 @@ def test_dropblock_block_larger_than_spatial_dims():
 
 
 def test_dropblock_needs_channels_last_batch():
-  with pytest.raises(ValueError, match=r"channels-last array \(batch, \*spatial, channels\), got shape \(4, 4\)"):
+  with pytest.raises(ValueError, match=r"channels.last array \(batch, \*spatial, channels\), got shape \(4, 4\)"):
     jr.dropblock(KEY, jnp.ones((4, 4)), 0.1, 2)
 
 
@@ -193,3 +221,24 @@ def test_errors_are_raised_at_trace_time_under_jit():
   # The check happens while tracing: the rate is a static Python float there.
   with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got 2.0"):
     jax.jit(lambda k, x: jr.dropout(k, x, 2.0))(KEY, X)
+
+
+@pytest.mark.parametrize("dims", [(1.5,), (True,), (0, False), ("1",), (np.float32(1),)])
+def test_broadcast_dims_entries_must_be_ints(dims):
+  # 1.5 was ignored and True read as 1: either would draw a mask the user did not ask for.
+  with pytest.raises(TypeError, match="broadcast_dims entries must be ints, got"):
+    jr.dropout(KEY, X, 0.5, broadcast_dims=dims)
+  with pytest.raises(TypeError, match="broadcast_dims entries must be ints"):
+    jr.dropout_mask(KEY, X.shape, 0.5, broadcast_dims=dims)
+
+
+def test_numpy_int_broadcast_dims_are_ints():
+  from jaxreg import masks  # pylint: disable=g-import-not-at-top
+  assert masks.mask_shape(X.shape, (np.int64(1), -2)) == (2, 1, 1, 3)
+
+
+def test_where_mistakes_are_caught_when_the_regularizer_is_built():
+  with pytest.raises(TypeError, match=r"call it: where=jr.select.kernels\(\)"):
+    jr.L2(0.1, where=jr.select.kernels)
+  with pytest.raises(TypeError, match="Optax-style mask function"):
+    jr.L1(0.1, where=lambda params: jax.tree.map(lambda w: w.ndim > 1, params))

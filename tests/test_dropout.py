@@ -864,8 +864,9 @@ def residual_results():
         out[name, exact, residual] = {
             "value": fn(key, x, RATE, exact=exact, residual=residual, **kwargs),
             "grad": grad(x, key)}
-        if name == "dropout_odd_last_dim":  # Batched, and to second order, once.
+        if name in ("dropout_odd_last_dim", "dropout_scalar"):  # Batched over keys.
           out[name, exact, residual]["vmap_grad"] = jax.vmap(grad, in_axes=(None, 0))(x, keys)
+        if name == "dropout_odd_last_dim":  # To second order, once.
           out[name, exact, residual]["hvp"] = jax.jvp(lambda x: grad(x, key), (x,), (w,))[1]
     return out
   return jax.device_get(jit_once(run)(KEY))
@@ -876,7 +877,7 @@ def test_packed_and_recompute_residuals_agree_bitwise(name, exact):
   results = residual_results()
   packed, recompute = results[name, exact, "packed"], results[name, exact, "recompute"]
   chex.assert_trees_all_equal(packed, recompute)
-  # Not vacuous: something was kept.
+  # Not vacuous: something was kept (a scalar, under at least one of several keys).
   assert any(np.any(leaf != 0) for leaf in jax.tree.leaves(packed))
 
 
@@ -921,3 +922,87 @@ def test_output_is_zero_or_x_over_keep_prob_on_the_mask(shape, rate, dtype, exac
     eps = float(jnp.finfo(dtype).eps)
     expected = np.asarray(x, np.float64)[mask] / keep_prob(rate, exact, traced=True)
     np.testing.assert_allclose(y[mask], expected, rtol=2 * eps)
+
+
+# Options that timm, torchvision and Keras users reach for -----------------------------
+
+def test_drop_path_batch_mode_drops_the_whole_batch_as_torchvision_does():
+  # torchvision's StochasticDepth(mode="batch"): one Bernoulli(1 - p) for the whole
+  # input, survivors scaled by 1/(1 - p).
+  x = nonzero_normal(6, (4, 3, 2))
+  rate, draws = 0.3, 2048
+  keys = jax.random.split(KEY, draws)
+  batch, rows = jax.jit(lambda keys: (
+      jax.vmap(lambda k: jr.drop_path(k, x, rate, per="batch"))(keys),
+      jax.vmap(lambda k: jr.drop_path(k, x, rate))(keys[:64])))(keys)
+  y, rows = np.asarray(batch), np.asarray(rows)
+  dropped = ~y.any(axis=(1, 2, 3))
+  np.testing.assert_allclose(y[~dropped], np.broadcast_to(
+      np.asarray(x) / keep_prob(rate), y[~dropped].shape), rtol=1e-6)
+  assert_fraction(int(dropped.sum()), draws, rate, "dropped batches")
+  # The row mode draws per example: with 4 examples, partly dropped batches occur.
+  partly = rows.any(axis=(1, 2, 3)) & ~rows.all(axis=(1, 2, 3))
+  assert partly.any()
+  chex.assert_trees_all_equal(jr.drop_path(None, x, rate, per="batch", deterministic=True), x)
+  with pytest.raises(ValueError, match="per must be one of"):
+    jr.drop_path(KEY, x, rate, per="example")
+
+
+def test_drop_path_rates_equal_timms_linspace():
+  # timm's calculate_drop_path_rates(max_rate, depth): torch.linspace(0, max_rate, depth)
+  for depth, max_rate in [(1, 0.1), (2, 0.2), (12, 0.1), (24, 0.4), (36, 0.5)]:
+    rates = jr.drop_path_rates(depth, max_rate)
+    assert len(rates) == depth and all(isinstance(r, float) for r in rates)
+    np.testing.assert_allclose(rates, np.linspace(0, max_rate, depth), rtol=1e-7, atol=0)
+    assert rates[0] == 0.0
+  for depth in [0, -3, 2.0, True]:
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+      jr.drop_path_rates(depth, 0.1)
+  with pytest.raises(ValueError, match="max_rate"):
+    jr.drop_path_rates(4, 1.5)
+
+
+def test_dropblock_coupled_channels_and_channels_first():
+  shape = (64, 16, 16, 8)
+  fn = jax.jit(lambda k: (
+      jr.dropblock(k, jnp.ones(shape), 0.1, 3, couple_channels=True),
+      jr.dropblock(k, jnp.ones((64, 8, 16, 16)), 0.1, 3, data_format="channels_first"),
+      jr.dropblock(k, jnp.ones((64, 8, 16, 16)), 0.1, 3, couple_channels=True,
+                   data_format="channels_first")))
+  coupled, first, both = jax.device_get(fn(KEY))
+  # Coupled: one block pattern for every channel of an example, still whole blocks.
+  dropped = coupled == 0
+  assert dropped.any() and np.all(dropped == dropped[..., :1])
+  assert_whole_blocks(dropped, 3)
+  assert np.any(dropped != dropped[:1])
+  np.testing.assert_allclose(np.sum(coupled, dtype=np.float64), coupled.size, rtol=1e-6)
+  for y, coupled_channels in [(first, False), (both, True)]:
+    last = np.moveaxis(y, 1, -1)  # back to channels-last to check the blocks
+    dropped = last == 0
+    assert_whole_blocks(dropped, 3)
+    assert np.all(dropped == dropped[..., :1]) == coupled_channels
+    per_map = dropped.mean(axis=(1, 2)).ravel()
+    sigma = max(per_map.std(ddof=1), 1e-3) / math.sqrt(per_map.size)
+    assert_within_sigmas(per_map.mean(), expected_drop_fraction(0.1, 16, 3, 2), sigma)
+  with pytest.raises(ValueError, match="data_format"):
+    jr.dropblock(KEY, jnp.ones(shape), 0.1, 3, data_format="NCHW")
+  with pytest.raises(ValueError, match="block_size 9 is larger"):
+    jr.dropblock(KEY, jnp.ones((2, 3, 8, 8)), 0.1, 9, data_format="channels_first")
+
+
+def test_alpha_dropout_broadcast_dims_share_the_mask_and_keep_the_moments():
+  normal = jax.random.normal(KEY, (4096, 4, 64))
+  fn = jax.jit(lambda x: jr.alpha_dropout(OTHER_KEY, x, 0.2, broadcast_dims=(1,)))
+  # On x >= 0 a dropped entry, a·α' + b, lies below every kept one, a·x + b.
+  y = np.asarray(fn(jnp.abs(normal)))
+  a = 1 / math.sqrt(0.8 + ALPHA_PRIME**2 * 0.8 * 0.2)
+  dropped = y < -a * ALPHA_PRIME * 0.2 - 1e-4
+  np.testing.assert_allclose(y[dropped], a * ALPHA_PRIME * 0.8, rtol=1e-5)
+  # One draw per (example, feature), shared along axis 1 (Keras noise_shape=(n, 1, f)).
+  assert np.all(dropped == dropped[:, :1])
+  assert_fraction(int(dropped[:, 0].sum()), dropped[:, 0].size, 0.2, "dropped entries")
+  # Each entry is still kept with probability 0.8: zero mean, unit variance.
+  z = np.asarray(fn(normal))
+  sigma = z.std() * math.sqrt(4 / z.size)  # 4 entries share each draw
+  assert_within_sigmas(z.mean(), 0.0, sigma, "mean")
+  assert abs(z.var() - 1) < 0.02

@@ -20,6 +20,7 @@ import pytest
 
 import jaxreg as jr
 from jaxreg import linen as jl
+from jaxreg import transforms
 
 from flax_cases import KEY
 from flax_cases import MODULE_ARGS
@@ -30,6 +31,7 @@ from flax_cases import assert_mc_moments
 from flax_cases import key
 from flax_cases import normal
 from flax_cases import paths
+from flax_cases import peer_option_cases
 from flax_cases import regression_data
 from flax_cases import stripes_data
 
@@ -277,8 +279,8 @@ def test_trains_under_jit_with_dropout_on_only_in_training(model, data, loss):
 class Regularized(nn.Module):
   @nn.compact
   def __call__(self, x):
-    h = jl.ActivityRegularization(l1=0.1, l2=0.02)(nn.Dense(5)(x))
-    return jl.ActivityRegularization(l2=0.5)(nn.Dense(2)(h))
+    h = jl.ActivityRegularization(l1=0.1, l2=0.02, reduction="sum")(nn.Dense(5)(x))
+    return jl.ActivityRegularization(l2=0.5, reduction="sum")(nn.Dense(2)(h))
 
 
 def hand_activity_penalty(params, x):
@@ -374,6 +376,175 @@ def test_penalties_on_linen_params_and_their_gradient():
     chex.assert_trees_all_equal(grads[name][leaf], jnp.zeros_like(params[name][leaf]))
   everything = np.concatenate([np.ravel(w) for w in jax.tree.leaves(params)])
   np.testing.assert_allclose(l1, 0.5 * np.abs(everything).sum(), rtol=1e-5)
+
+
+def test_penalties_on_full_variables_equal_those_on_params():
+  # A BatchNorm model after one training step: batch_stats hold real statistics.
+  model = Tagger()
+
+  @jax.jit
+  def trained_variables():
+    variables = model.init(KEY, TOKENS)
+    _, mutated = model.apply(variables, jnp.arange(10).reshape(2, 5), mutable=["batch_stats"])
+    return {"params": variables["params"], **mutated}
+
+  variables = trained_variables()
+  params = variables["params"]
+  regs = [jr.L2(0.1), jr.L1(0.5), jr.L2(0.1, where=jr.select.kernels())]
+  every_param = np.concatenate([np.ravel(w) for w in jax.tree.leaves(params)])
+
+  @jax.jit
+  def values(variables):
+    return ([reg(variables) for reg in regs], [reg(variables["params"]) for reg in regs],
+            jax.grad(regs[0])(variables), regs[0].prox(variables, 0.5))
+
+  on_variables, on_params, grads, proxed = values(variables)
+  chex.assert_trees_all_close(on_variables, on_params, rtol=1e-6)
+  np.testing.assert_allclose(on_variables[0], 0.1 * (every_param ** 2).sum(), rtol=1e-5)
+  # Counting the running statistics would have given more.
+  stats = np.concatenate([np.ravel(w) for w in jax.tree.leaves(variables["batch_stats"])])
+  assert (stats ** 2).sum() > 1
+  # prox and grad keep the variables' structure, and touch the params only.
+  chex.assert_trees_all_equal_structs(proxed, variables)
+  chex.assert_trees_all_equal(proxed["batch_stats"], variables["batch_stats"])
+  chex.assert_trees_all_close(proxed["params"], jax.tree.map(lambda w: w / 1.1, params),
+                              rtol=1e-6)
+  chex.assert_trees_all_equal(grads["batch_stats"],
+                              jax.tree.map(jnp.zeros_like, variables["batch_stats"]))
+  assert regs[2].selected(variables) == regs[2].selected(params) == {
+      "Dense_0/kernel": (4, 8), "Dense_1/kernel": (8, 6), "Dense_2/kernel": (6, 3)}
+
+
+class ScannedBlock(nn.Module):
+  """A residual block, stacked four times by ``nn.scan``."""
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.normal(1.0)
+
+  @nn.compact
+  def __call__(self, x, _):
+    y = nn.Dense(6, kernel_init=self.kernel_init, bias_init=self.bias_init)(nn.LayerNorm()(x))
+    return x + nn.relu(y), None
+
+
+class Stack(nn.Module):
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.normal(1.0)
+  out_init: Callable = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(6)(x)
+    blocks = nn.scan(ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                     length=4)
+    x, _ = blocks(self.kernel_init, self.bias_init, name="blocks")(x, None)
+    return nn.Dense(2, kernel_init=self.out_init)(x)
+
+
+X6 = jnp.ones((3, 5))
+
+
+def test_kernels_of_a_four_layer_nn_scan_model_are_exactly_the_dense_kernels():
+  params = jax.eval_shape(Stack().init, KEY, X6)["params"]
+  # The scanned LayerNorm scales and Dense biases have a layer axis: 2-D, not kernels.
+  assert params["blocks"]["LayerNorm_0"]["scale"].shape == (4, 6)
+  assert params["blocks"]["Dense_0"]["bias"].shape == (4, 6)
+  assert jr.L2(0.1, where=jr.select.kernels()).selected(params) == {
+      "Dense_0/kernel": (5, 6), "blocks/Dense_0/kernel": (4, 6, 6), "Dense_1/kernel": (6, 2)}
+
+
+A, B = 0.03, 0.2
+L1_KERNELS, L2_BIASES = jr.L1(A), jr.L2(B)   # one object each, declared on several layers
+
+
+def per_layer_stack():
+  lecun = nn.initializers.lecun_normal()
+  return Stack(kernel_init=jl.with_regularizer(lecun, L1_KERNELS),
+               bias_init=jl.with_regularizer(nn.initializers.normal(1.0), L2_BIASES),
+               out_init=jl.with_regularizer(lecun, L1_KERNELS))
+
+
+def test_per_layer_form_is_the_where_form_under_jit_and_scan():
+  model = per_layer_stack()
+  variables = jax.jit(model.init)(KEY, X6)
+  params = variables["params"]
+  reg = jl.regularizer(variables)
+  where_form = (jr.L1(A, where=jr.select.by_path("blocks/Dense_0/kernel|Dense_1/kernel"))
+                + jr.L2(B, where=jr.select.by_path("blocks/Dense_0/bias")))
+  assert reg.selected(params) == where_form.selected(params) == {
+      "blocks/Dense_0/kernel": (4, 6, 6), "blocks/Dense_0/bias": (4, 6), "Dense_1/kernel": (6, 2)}
+  unboxed = nn.meta.unbox(params)
+  hand = (A * (np.abs(unboxed["blocks"]["Dense_0"]["kernel"]).sum()
+               + np.abs(unboxed["Dense_1"]["kernel"]).sum())
+          + B * (np.asarray(unboxed["blocks"]["Dense_0"]["bias"]) ** 2).sum())
+
+  @jax.jit
+  def both(variables):
+    params = variables["params"]
+    # The per-layer penalty inside a training loss, through the scanned model.
+    data_loss = lambda p: jnp.sum(model.apply({"params": p}, X6) ** 2)
+    grads = jax.grad(lambda p: data_loss(p) + jl.param_loss(p))(params)
+    return grads, [(penalty(variables), jax.grad(penalty)(params), penalty.prox(params, 0.7))
+                   for penalty in (jl.regularizer(variables), where_form)]
+
+  grads, ((loss_reg, grad_reg, prox_reg), (loss_where, grad_where, prox_where)) = (
+      both(variables))
+  np.testing.assert_allclose(loss_reg, hand, rtol=1e-5)
+  chex.assert_trees_all_close((loss_reg, grad_reg), (loss_where, grad_where), rtol=1e-6)
+  chex.assert_trees_all_equal(prox_reg, prox_where)
+  unboxed_grads = nn.meta.unbox(grads)
+  assert np.abs(unboxed_grads["Dense_0"]["kernel"]).sum() > 0   # the data loss reached them
+  assert (np.asarray(nn.meta.unbox(prox_reg)["blocks"]["Dense_0"]["kernel"]) == 0).any()
+  # The same regularizer objects under jaxreg.transforms: one prox-SGD step.
+  steps = []
+  for penalty in (reg, where_form):
+    tx = transforms.prox_sgd(0.1, penalty)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    steps.append(optax.apply_updates(params, updates))
+  chex.assert_trees_all_equal(*steps)
+
+
+def test_per_layer_form_under_nn_vmap_and_jax_vmap():
+  member = functools.partial(nn.Dense, 3, kernel_init=jl.with_regularizer(
+      nn.initializers.lecun_normal(), jr.L2(0.5)))
+  Ensemble = nn.vmap(member, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=None, out_axes=0, axis_size=5)
+  variables = jax.jit(Ensemble().init)(KEY, jnp.ones((2, 4)))
+  kernel = nn.meta.unbox(variables)["params"]["kernel"]
+  assert kernel.shape == (5, 4, 3)
+  np.testing.assert_allclose(jax.jit(jl.param_loss)(variables),
+                             0.5 * (np.asarray(kernel) ** 2).sum(), rtol=1e-5)
+  # jax.vmap over a batch of models: one penalty per model.
+  batch = jax.jit(jax.vmap(member().init, in_axes=(0, None)))(jax.random.split(KEY, 3),
+                                                               jnp.ones((2, 4)))
+  kernels = np.asarray(nn.meta.unbox(batch)["params"]["kernel"])
+  np.testing.assert_allclose(jax.jit(jax.vmap(jl.param_loss))(batch),
+                             0.5 * (kernels ** 2).sum(axis=(1, 2)), rtol=1e-5)
+
+
+def test_per_layer_form_keeps_partitioning_metadata():
+  init = jl.with_regularizer(nn.with_partitioning(nn.initializers.ones, ("embed", "mlp")),
+                             jr.L1(1.0))
+  variables = nn.Dense(3, kernel_init=init).init(KEY, jnp.ones((1, 2)))
+  assert jl.param_loss(variables) == 6.0
+  assert nn.get_partition_spec(variables)["params"]["kernel"] == jax.P("embed", "mlp")
+
+
+def test_per_layer_declarations_fail_loudly():
+  # The declarations are read from the tree's structure: shapes are enough.
+  variables = jax.eval_shape(Stack().init, KEY, X6)
+  with pytest.raises(ValueError, match="no parameter carries a regularizer: declare one with "
+                     "jaxreg.linen.with_regularizer"):
+    jl.param_loss(variables)
+  boxed = jax.eval_shape(per_layer_stack().init, KEY, X6)
+  with pytest.raises(ValueError, match="no parameter carries a regularizer"):
+    jl.param_loss(nn.meta.unbox(boxed))           # unboxing drops the declarations
+  with pytest.raises(TypeError, match="regularizer must be a jaxreg regularizer, got 0.01"):
+    jl.with_regularizer(nn.initializers.ones, 0.01)
+  with_where = jl.with_regularizer(nn.initializers.ones, jr.L1(0.1, where=jr.select.kernels()))
+  with pytest.raises(ValueError, match="was declared on a parameter, so it applies to that "
+                     "parameter; give it no where="):
+    jl.regularizer(jax.eval_shape(nn.Dense(2, kernel_init=with_where).init, KEY,
+                                  jnp.ones((1, 2))))
 
 
 # Monte-Carlo dropout ----------------------------------------------------------------
@@ -501,7 +672,7 @@ def test_activity_losses_stack_under_scan():
     @nn.compact
     def __call__(self, carry, _):
       scale = self.param("scale", nn.initializers.ones, ())
-      return jl.ActivityRegularization(l1=0.5)(carry * scale), None
+      return jl.ActivityRegularization(l1=0.5, reduction="sum")(carry * scale), None
 
   layers = nn.scan(Body, variable_axes={"params": 0, jl.LOSSES: 0},
                    split_rngs={"params": True}, length=3)()
@@ -511,3 +682,30 @@ def test_activity_losses_stack_under_scan():
   (stacked,) = mutated[jl.LOSSES]["ActivityRegularization_0"]["activity"]
   chex.assert_trees_all_close(stacked, jnp.full(3, 0.5 * 6))
   np.testing.assert_allclose(jl.activity_loss(mutated), 3 * 0.5 * 6)
+
+
+def test_peer_options_reach_the_functions():
+  x, k = normal(20, (8, 4, 6, 6)), key(21)
+
+  @jax.jit
+  def outputs(x, k):
+    return [(layer.apply({}, x, deterministic=False, rng=k), expected) for layer, expected in peer_option_cases(jl, x, k)]
+
+  for ours, expected in outputs(x, k):
+    chex.assert_trees_all_equal(ours, expected)
+
+
+def test_constraints_declared_per_layer_are_projected_by_proximal():
+  # Keras's kernel_constraint=MaxNorm(1.0), written next to the layer.
+  dense = nn.Dense(3, kernel_init=jl.with_regularizer(nn.initializers.normal(3.0),
+                                                      jr.MaxNorm(1.0)))
+  params = dense.init(key(30), jnp.ones((1, 4)))["params"]
+  reg = jl.regularizer({"params": params})
+  assert float(jl.param_loss({"params": params})) == 0.0
+  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(reg, 0.1))
+  grads = jax.tree.map(jnp.ones_like, params)  # boxed, as jax.grad gives them
+  updates, _ = tx.update(grads, tx.init(params), params)
+  kernel = nn.meta.unbox(optax.apply_updates(params, updates))["kernel"]
+  expected = jr.prox.max_norm(nn.meta.unbox(params)["kernel"] - 0.1, 1.0)
+  chex.assert_trees_all_close(kernel, expected, rtol=1e-6)
+  assert float(jnp.linalg.norm(nn.meta.unbox(params)["kernel"], axis=0).min()) > 1.0

@@ -1,10 +1,15 @@
 """The keep-mask generator of ``jaxreg.masks``: its statistics, its independence across
-elements, bits and keys, its exact path, and the backward residual options.
+elements, bits and keys, blocks of a mask, its exact path, 16-bit scaling, and the
+backward residual options.
 
 Statistical checks use fixed keys and a 5σ bound: for ``n`` Bernoulli(q) draws the
 keep fraction has standard deviation ``sqrt(q(1-q)/n)``, and the sample correlation of
-two independent sequences has standard deviation ``1/sqrt(n)``.
+two independent sequences has standard deviation ``1/sqrt(n)``. The repeated-word and
+related-key checks also run on the first-generation hash ``f(f(i ⊕ s0) + s1)``, kept
+here as a reference only, to show that they catch what they are meant to catch.
 """
+
+import functools
 
 import chex
 import hypothesis.extra.numpy as hnp
@@ -92,6 +97,239 @@ def test_different_split_and_fold_in_keys_give_independent_masks():
   for i in range(len(drawn)):
     for j in range(i):
       assert abs(_correlation(drawn[i], drawn[j])) < 5 / np.sqrt(n), (i, j)
+
+
+# The second generation: no bijection, no related-key copies ----------------------------
+
+_WORDS = 2.0**32
+
+
+def _first_generation(index, seed):
+  """The first-generation hash ``f(f(i ⊕ s0) + s1)``: a bijection of the index."""
+  return masks._finalize(masks._finalize(index ^ seed[0]) + seed[1])
+
+
+_HASHES = {"second": masks._keyed_hash, "first": _first_generation}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _hashed(generation, n, seed):
+  return _HASHES[generation](jnp.arange(n, dtype=jnp.uint32), seed)
+
+
+def _repeated_word_z(words) -> float:
+  """How many sigmas the count of repeated words (elements whose word an earlier element
+  already has) lies from the birthday expectation, ``n - N(1 - (1 - 1/N)^n)`` for
+  ``N = 2^32``: a Poisson count for ``n << N``, so its variance is its mean."""
+  n = words.size
+  repeats = n - np.unique(words).size
+  expected = n - _WORDS * -np.expm1(n * np.log1p(-1 / _WORDS))
+  return (repeats - expected) / np.sqrt(expected)
+
+
+def test_words_repeat_within_one_call_at_the_birthday_rate():
+  # 2^20 words: 128 repeats expected, sd 11.3.
+  words = np.asarray(jax.jit(masks.random_bits, static_argnums=(1,))(KEY, (2**20,)))
+  assert abs(_repeated_word_z(words)) < 5
+
+
+def test_the_first_generation_repeats_no_word_and_fails_the_birthday_test():
+  words = np.asarray(_hashed("first", 2**20, jax.random.bits(KEY, (2,), jnp.uint32)))
+  assert np.unique(words).size == words.size
+  assert _repeated_word_z(words) < -10
+
+
+# Pairs of seeds whose second word s1 is equal; the first pair is what the keys
+# fold_in(key(20261125), t) give for t = 347446 and 4013100.
+_SHARED_S1 = [((0x4FB2FEAC, 0x5F119A), (0x4FB4D3FD, 0x5F119A)),
+              ((0x00000000, 0x9E3779B9), (0x00000001, 0x9E3779B9)),
+              ((0x12345678, 0x00000000), (0x12345678 ^ 0x7FFFF, 0x00000000))]
+_RELATED_N = 2**19  # Every s0 ⊕ s0' above is below it.
+
+
+def _related_masks(generation, seeds):
+  """Keep-decisions at rate 1/2 (the top bit) of two seeds, the second read at
+  ``i ⊕ (s0 ⊕ s0')`` where that index exists, and the words both calls drew."""
+  (a, b) = (np.asarray(_hashed(generation, _RELATED_N, jnp.asarray(s, jnp.uint32)))
+            for s in seeds)
+  index = np.arange(_RELATED_N) ^ (seeds[0][0] ^ seeds[1][0])
+  inside = index < _RELATED_N
+  return a[inside] >> 31, b[index[inside]] >> 31, np.intersect1d(a, b).size
+
+
+@pytest.mark.parametrize("seeds", _SHARED_S1, ids=lambda seeds: f"s1={seeds[0][1]:#x}")
+def test_seeds_sharing_their_second_word_give_unrelated_masks(seeds):
+  a, b_permuted, shared = _related_masks("second", seeds)
+  # Independent fair masks agree at half the entries, sd 1/(2 sqrt(n)).
+  assert abs(np.mean(a == b_permuted) - 0.5) < 5 * 0.5 / np.sqrt(a.size)
+  # Two calls that were permutations of each other would share all their words; two
+  # independent ones share about n^2/2^32 (Poisson).
+  expected = _RELATED_N**2 / _WORDS
+  assert abs(shared - expected) < 5 * np.sqrt(expected)
+
+
+@pytest.mark.parametrize("seeds", _SHARED_S1, ids=lambda seeds: f"s1={seeds[0][1]:#x}")
+def test_the_first_generation_gives_xor_permuted_copies_for_such_seeds(seeds):
+  a, b_permuted, shared = _related_masks("first", seeds)
+  np.testing.assert_array_equal(a, b_permuted)
+  assert shared > _RELATED_N // 2
+
+
+def test_fold_in_keys_with_a_shared_second_seed_word_give_unrelated_masks():
+  base = jax.random.key(20261125)
+  first, second = (jax.random.fold_in(base, t) for t in (347446, 4013100))
+  seeds = [jax.random.bits(k, (2,), jnp.uint32) for k in (first, second)]
+  assert int(seeds[0][1]) == int(seeds[1][1])  # The pair is what it claims to be.
+  shape = (1024, 1024)
+  a, b = (np.asarray(_keep_mask(k, shape, 0.5).mask).ravel() for k in (first, second))
+  index = np.arange(a.size) ^ int(seeds[0][0] ^ seeds[1][0])
+  inside = index < a.size
+  assert abs(np.mean(a[inside] == b[index[inside]]) - 0.5) < 5 * 0.5 / np.sqrt(inside.sum())
+
+
+@pytest.mark.parametrize("rate", (0.1, 0.5))
+def test_keep_counts_of_blocks_and_of_keys_are_as_dispersed_as_binomial(rate):
+  """``K`` counts of ``n`` Bernoulli(q) draws: ``sum((c - nq)^2) / (nq(1-q))`` is
+  chi-squared with ``K`` degrees of freedom, mean ``K`` and sd ``sqrt(2K)``."""
+  def chi2_z(counts, n, q):
+    statistic = np.sum((counts - n * q) ** 2) / (n * q * (1 - q))
+    return (statistic - counts.size) / np.sqrt(2 * counts.size)
+  keep = _keep_mask(KEY, (4096, 1024), rate)
+  q = float(keep.keep_prob)
+  rows = np.asarray(jnp.sum(keep.mask, axis=1))
+  assert abs(chi2_z(rows, 1024, q)) < 5
+  keys = jax.random.split(KEY, 256)
+  totals = np.asarray(jax.jit(jax.vmap(
+      lambda k: jnp.sum(masks.keep_mask(k, (2**16,), rate).mask)))(keys))
+  assert abs(chi2_z(totals, 2**16, q)) < 5
+
+
+# Blocks of a mask ------------------------------------------------------------------------
+
+_BLOCKS = [  # shape, start, block_shape, broadcast_dims
+    ((8, 12), (3, 5), (4, 6), ()),
+    ((8, 12), (0, 0), (8, 12), ()),
+    ((5, 7, 9), (1, 0, 4), (3, 7, 5), ()),
+    ((5, 7, 9), (2, 3, 4), (2, 3, 5), (1,)),
+    ((6, 10), (2, 4), (3, 6), (0, 1)),
+    ((33,), (7,), (0,), ()),
+]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("shape,start,block,dims", _BLOCKS)
+def test_a_block_of_the_mask_is_the_slice_of_the_whole_mask(shape, start, block, dims,
+                                                             exact):
+  whole = masks.keep_mask(KEY, shape, 0.4, broadcast_dims=dims, exact=exact)
+  part = masks.keep_mask(KEY, shape, 0.4, broadcast_dims=dims, exact=exact, start=start,
+                         block_shape=block)
+  # Along a broadcast dim the mask has one entry, which every block shares.
+  window = tuple(slice(0, 1) if d in dims else slice(s, s + n)
+                 for d, (s, n) in enumerate(zip(start, block)))
+  np.testing.assert_array_equal(part.mask, whole.mask[window])
+  assert float(part.keep_prob) == float(whole.keep_prob)
+
+
+def test_a_block_of_random_bits_is_the_slice_of_the_whole():
+  whole = masks.random_bits(KEY, (6, 7, 8))
+  part = masks.random_bits(KEY, (6, 7, 8), start=(1, 2, 3), block_shape=(4, 5, 5))
+  np.testing.assert_array_equal(part, whole[1:5, 2:7, 3:8])
+
+
+def test_blocks_at_a_traced_start_assemble_the_whole_mask():
+  shape, rows = (12, 40), 3
+
+  @jax.jit
+  def by_blocks(key):
+    def block(i):
+      start = (i * rows, jnp.int32(0))
+      return masks.keep_mask(key, shape, 0.3, start=start, block_shape=(rows, 40)).mask
+    return jax.lax.map(block, jnp.arange(shape[0] // rows)).reshape(shape)
+
+  np.testing.assert_array_equal(by_blocks(KEY), masks.keep_mask(KEY, shape, 0.3).mask)
+  one = jax.jit(lambda s: masks.random_bits(KEY, shape, start=(s, 7), block_shape=(2, 9)))
+  np.testing.assert_array_equal(one(5), masks.random_bits(KEY, shape)[5:7, 7:16])
+
+
+def test_a_block_of_the_threefry_fallback_is_its_slice(monkeypatch):
+  monkeypatch.setattr(masks, "_HASHABLE_SIZE", 64)
+  whole = jax.random.bits(KEY, (8, 8), jnp.uint32)
+  np.testing.assert_array_equal(
+      masks.random_bits(KEY, (8, 8), start=(2, 1), block_shape=(3, 4)), whole[2:5, 1:5])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"start": (0, 0)}, "start and block_shape go together"),
+    ({"block_shape": (2, 2)}, "start and block_shape go together"),
+    ({"start": (0,), "block_shape": (2, 2)}, "one entry per dim"),
+    ({"start": (3, 0), "block_shape": (2, 2)}, "outside"),
+    ({"start": (0, 0), "block_shape": (5, 2)}, "does not fit"),
+])
+def test_a_block_that_is_not_inside_the_mask_is_a_value_error(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    masks.keep_mask(KEY, (4, 4), 0.5, **kwargs)
+
+
+# 16-bit dtypes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_16_bit_dropout_drops_what_float32_dropout_drops_at_the_same_rate(dtype):
+  x = jax.random.normal(jax.random.key(5), (1024, 1024), jnp.float32) + 4  # never 0
+  drop = jax.jit(jr.dropout, static_argnums=(2,))
+  kept16 = np.asarray(drop(KEY, x.astype(dtype), 0.3) != 0)
+  np.testing.assert_array_equal(kept16, np.asarray(drop(KEY, x, 0.3) != 0))
+  assert abs(kept16.mean() - 0.7) < 5 * np.sqrt(0.7 * 0.3 / kept16.size)
+
+
+def _all_16_bit_values(dtype):
+  return jnp.asarray(np.arange(2**16, dtype=np.uint16).view(jnp.dtype(dtype)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_16_bit_values_are_scaled_by_the_realized_q_and_rounded_once(dtype):
+  x = _all_16_bit_values(dtype)
+  q = masks.keep_mask(KEY, (1,), 0.3).keep_prob
+  mask = jnp.asarray(np.random.default_rng(0).random(x.shape) < 0.7)
+  ours = np.asarray(jax.jit(masks.scale_kept)(x, mask, q)).astype(np.float32)
+  wide = np.asarray(x).astype(np.float32)
+  with np.errstate(all="ignore"):
+    quotient = wide / np.float32(q)
+    expected = np.where(mask, quotient.astype(jnp.dtype(dtype)), 0).astype(np.float32)
+  # XLA on CPU flushes float32 subnormals to zero, in its own conversions too.
+  tiny = np.finfo(np.float32).tiny
+  flushed = ((0 < np.abs(wide)) & (np.abs(wide) < tiny)) | (
+      (0 < np.abs(quotient)) & (np.abs(quotient) < tiny))
+  np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+  compared = ~flushed & ~np.isnan(expected)
+  np.testing.assert_array_equal(ours[compared], expected[compared])
+  # And bit for bit what XLA's own conversion gives (0 and -0 apart), subnormals too.
+  converted = np.asarray(jnp.where(mask, x.astype(jnp.float32) / q, 0).astype(dtype))
+  converted = converted.astype(np.float32)
+  numbers = ~np.isnan(expected)
+  np.testing.assert_array_equal(ours[numbers].view(np.uint32),
+                                converted[numbers].view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_exact_16_bit_dropout_keeps_flax_arithmetic_and_its_bits(dtype):
+  # exact=True promises Flax's output bit for bit: x / (1 - rate) in x's own dtype.
+  flax_linen = pytest.importorskip("flax.linen", reason="flax is the reference here")
+  x = jax.random.normal(jax.random.key(8), (64, 64), dtype)
+  theirs = flax_linen.Dropout(0.3).apply({}, x, deterministic=False, rng=KEY)
+  ours = jr.dropout(KEY, x, 0.3, exact=True)
+  np.testing.assert_array_equal(np.asarray(ours).view(np.uint16),
+                                np.asarray(theirs).view(np.uint16))
+
+def test_bfloat16_dropout_differentiates_as_the_masked_scaled_map():
+  x = jax.random.normal(jax.random.key(6), (64, 33), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(7), x.shape, jnp.float32)
+  keep = masks.keep_mask(KEY, x.shape, 0.3)
+  expected = np.asarray(masks.scale_kept(w.astype(jnp.bfloat16), keep.mask,
+                                         keep.keep_prob)).astype(np.float32)
+  loss = lambda x: jnp.vdot(w, jr.dropout(KEY, x, 0.3).astype(jnp.float32))
+  np.testing.assert_array_equal(np.asarray(jax.grad(loss)(x)).astype(np.float32), expected)
+  _, tangent = jax.jvp(lambda x: jr.dropout(KEY, x, 0.3), (x,), (w.astype(jnp.bfloat16),))
+  np.testing.assert_array_equal(np.asarray(tangent).astype(np.float32), expected)
 
 
 def test_the_same_key_gives_the_same_mask_and_a_reshape_does_not_change_it():

@@ -17,6 +17,7 @@ import pytest
 
 import jaxreg as jr
 from jaxreg import nnx as jn
+from jaxreg import transforms
 
 from flax_cases import MODULE_ARGS
 from flax_cases import RATES
@@ -26,6 +27,7 @@ from flax_cases import assert_mc_moments
 from flax_cases import key
 from flax_cases import normal
 from flax_cases import paths
+from flax_cases import peer_option_cases
 from flax_cases import regression_data
 from flax_cases import stripes_data
 
@@ -315,9 +317,9 @@ def test_trains_under_jit_with_dropout_on_only_in_training(make, data, loss):
 class Regularized(nnx.Module):
   def __init__(self, rngs):
     self.hidden = nnx.Linear(4, 5, rngs=rngs)
-    self.hidden_penalty = jn.ActivityRegularization(l1=0.1, l2=0.02)
+    self.hidden_penalty = jn.ActivityRegularization(l1=0.1, l2=0.02, reduction="sum")
     self.out = nnx.Linear(5, 2, rngs=rngs)
-    self.out_penalty = jn.ActivityRegularization(l2=0.5)
+    self.out_penalty = jn.ActivityRegularization(l2=0.5, reduction="sum")
 
   def __call__(self, x):
     return self.out_penalty(self.out(self.hidden_penalty(self.hidden(x))))
@@ -363,7 +365,7 @@ def test_activity_losses_stack_under_scan():
   class Layer(nnx.Module):
     def __init__(self):
       self.scale = nnx.Param(jnp.ones(()))
-      self.penalty = jn.ActivityRegularization(l1=0.5)
+      self.penalty = jn.ActivityRegularization(l1=0.5, reduction="sum")
 
     def __call__(self, x):
       return self.penalty(x * self.scale[...])
@@ -433,6 +435,141 @@ def test_penalties_on_nnx_state_and_their_gradient():
       chex.assert_trees_all_equal(g[name][leaf], np.zeros_like(p[name][leaf]))
   everything = np.concatenate([np.ravel(w) for w in jax.tree.leaves(p)])
   np.testing.assert_allclose(l1, 0.5 * np.abs(everything).sum(), rtol=1e-5)
+
+
+def test_penalties_on_a_model_and_its_full_state_equal_those_on_its_params():
+  model = nnx.jit(lambda: Tagger(rngs()))()   # built under jit: compiled once, not op by op
+  nnx.jit(lambda model, x: model(x))(model, normal(0, (2, 5, 4)))   # real running statistics
+  regs = [jr.L2(0.1), jr.L1(0.5), jr.L2(0.1, where=jr.select.kernels())]
+
+  @nnx.jit
+  def values(model):
+    params, state = nnx.state(model, nnx.Param), nnx.state(model)
+    return ([reg(model) for reg in regs], [reg(state) for reg in regs],
+            [reg(params) for reg in regs], regs[0].prox(state, 0.5))
+
+  on_model, on_state, on_params, proxed = values(model)
+  chex.assert_trees_all_close(on_model, on_params, rtol=1e-6)
+  chex.assert_trees_all_close(on_state, on_params, rtol=1e-6)
+  p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  every_param = np.concatenate([np.ravel(w) for w in jax.tree.leaves(p)])
+  np.testing.assert_allclose(on_params[0], 0.1 * (every_param ** 2).sum(), rtol=1e-5)
+  stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+  assert sum((np.asarray(w) ** 2).sum() for w in jax.tree.leaves(stats)) > 1
+  # prox of the full state: the same structure, the running statistics untouched.
+  chex.assert_trees_all_equal(nnx.to_pure_dict(proxed.filter(nnx.BatchStat)), stats)
+  chex.assert_trees_all_close(nnx.to_pure_dict(proxed.filter(nnx.Param)),
+                              jax.tree.map(lambda w: w / 1.1, p), rtol=1e-6)
+  # Paths are the variables' own, without their ``value``.
+  assert regs[2].selected(model) == regs[2].selected(nnx.state(model)) == {
+      "dense/kernel": (4, 8), "conv/kernel": (3, 8, 6), "out/kernel": (6, 3)}
+  assert jr.L1(0.1, where=jr.select.by_path("kernel$")).selected(model) == (
+      regs[2].selected(model))
+
+
+class ScannedBlock(nnx.Module):
+  def __init__(self, rngs, kernel_metadata=None, bias_metadata=None):
+    self.norm = nnx.LayerNorm(6, rngs=rngs)
+    self.linear = nnx.Linear(6, 6, bias_init=nnx.initializers.normal(1.0), rngs=rngs,
+                             kernel_metadata=kernel_metadata or {},
+                             bias_metadata=bias_metadata or {})
+
+  def __call__(self, x):
+    return x + nnx.relu(self.linear(self.norm(x)))
+
+
+class Stack(nnx.Module):
+  """Four residual blocks created by ``nnx.vmap`` and run by ``nnx.scan``."""
+
+  def __init__(self, rngs, kernel_metadata=None, bias_metadata=None):
+    self.inp = nnx.Linear(5, 6, rngs=rngs)
+
+    @nnx.split_rngs(splits=4)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+      return ScannedBlock(rngs, kernel_metadata, bias_metadata)
+
+    self.blocks = create(rngs)
+    self.out = nnx.Linear(6, 2, rngs=rngs, kernel_metadata=kernel_metadata or {})
+
+  def __call__(self, x):
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def forward(x, block):
+      return block(x)
+
+    return self.out(forward(self.inp(x), self.blocks))
+
+
+X6 = jnp.ones((3, 5))
+
+
+def test_kernels_of_a_four_layer_nnx_scan_model_are_exactly_the_linear_kernels():
+  model = nnx.eval_shape(lambda: Stack(rngs()))
+  state = nnx.state(model, nnx.Param)
+  assert state["blocks"]["norm"]["scale"].shape == (4, 6)
+  assert jr.L2(0.1, where=jr.select.kernels()).selected(state) == {
+      "inp/kernel": (5, 6), "blocks/linear/kernel": (4, 6, 6), "out/kernel": (6, 2)}
+
+
+A, B = 0.03, 0.2
+L1_KERNELS, L2_BIASES = jr.L1(A), jr.L2(B)   # one object each, declared on several layers
+
+
+def test_per_layer_form_is_the_where_form_under_jit_and_scan():
+  model = nnx.jit(lambda: Stack(rngs(), kernel_metadata={"regularizer": L1_KERNELS},
+                                bias_metadata={"regularizer": L2_BIASES}))()
+  where_form = (jr.L1(A, where=jr.select.by_path("blocks/linear/kernel|out/kernel"))
+                + jr.L2(B, where=jr.select.by_path("blocks/linear/bias")))
+  reg = jn.regularizer(model)
+  assert reg.selected(model) == where_form.selected(model) == {
+      "blocks/linear/kernel": (4, 6, 6), "blocks/linear/bias": (4, 6), "out/kernel": (6, 2)}
+  p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  hand = (A * (np.abs(p["blocks"]["linear"]["kernel"]).sum() + np.abs(p["out"]["kernel"]).sum())
+          + B * (np.asarray(p["blocks"]["linear"]["bias"]) ** 2).sum())
+
+  @nnx.jit
+  def both(model):
+    loss = lambda model, penalty: jnp.sum(model(X6) ** 2) + penalty(model)
+    params = nnx.state(model, nnx.Param)
+    return [(penalty(model), nnx.grad(loss)(model, penalty)) for penalty in (
+        jn.param_loss, jn.regularizer(model), where_form)], [
+            penalty.prox(params, 0.7) for penalty in (jn.regularizer(model), where_form)]
+
+  values, (prox_reg, prox_where) = both(model)
+  (loss, grad), (loss_reg, grad_reg), (loss_where, grad_where) = values
+  np.testing.assert_allclose(loss, hand, rtol=1e-5)
+  chex.assert_trees_all_close((loss, grad), (loss_where, grad_where), rtol=1e-6)
+  chex.assert_trees_all_close((loss_reg, grad_reg), (loss_where, grad_where), rtol=1e-6)
+  chex.assert_trees_all_equal(prox_reg, prox_where)
+  assert (np.asarray(prox_reg["blocks"]["linear"]["kernel"][...]) == 0).any()
+  # The same regularizer objects under jaxreg.transforms (as nnx.Optimizer calls them).
+  params, steps = nnx.state(model, nnx.Param), []
+  for penalty in (reg, where_form):
+    tx = transforms.prox_sgd(0.1, penalty)
+    updates, _ = jax.jit(tx.update)(grad_where, tx.init(params), params)
+    steps.append(nnx.to_pure_dict(optax.apply_updates(params, updates)))
+  chex.assert_trees_all_equal(*steps)
+
+
+def test_per_layer_form_through_with_metadata_and_set_metadata():
+  layer = nnx.Linear(3, 2, kernel_init=nnx.with_metadata(nnx.initializers.ones,
+                                                         regularizer=jr.L2(0.5)),
+                     rngs=rngs())
+  assert jn.param_loss(layer) == 3.0
+  layer.bias.set_metadata(regularizer=jr.L1(1.0))
+  layer.bias[...] = jnp.array([1.0, -2.0])
+  assert jn.param_loss(layer) == 6.0
+  assert jn.regularizer(layer).selected(layer) == {"kernel": (3, 2), "bias": (2,)}
+
+
+def test_per_layer_declarations_fail_loudly():
+  with pytest.raises(ValueError, match="no parameter carries a regularizer: declare one with "
+                     'kernel_metadata={"regularizer": ...}'):
+    jn.param_loss(nnx.Linear(2, 2, rngs=rngs()))
+  layer = nnx.Linear(2, 2, kernel_metadata={"regularizer": "l2"}, rngs=rngs())
+  with pytest.raises(TypeError, match="a declared regularizer must be a jaxreg regularizer, "
+                     "got 'l2'"):
+    jn.param_loss(layer)
 
 
 # Monte-Carlo dropout ----------------------------------------------------------------
@@ -527,3 +664,29 @@ def test_remat_keeps_values_and_gradients_and_draws_per_layer():
   first, second = out[True][0]
   for name in MODULES:
     assert_all_differ([first[name], second[name], x], name)
+
+
+def test_peer_options_reach_the_functions():
+  x, k = normal(20, (8, 4, 6, 6)), key(21)
+
+  @jax.jit
+  def outputs(x, k):
+    return [(layer(x, rngs=k), expected) for layer, expected in peer_option_cases(jn, x, k)]
+
+  for ours, expected in outputs(x, k):
+    chex.assert_trees_all_equal(ours, expected)
+
+
+def test_constraints_declared_per_layer_are_projected_by_proximal():
+  # Keras's kernel_constraint=MaxNorm(1.0), as nnx.Param metadata.
+  layer = nnx.Linear(4, 3, kernel_init=nnx.initializers.normal(3.0),
+                     kernel_metadata={"regularizer": jr.MaxNorm(1.0)}, rngs=nnx.Rngs(30))
+  assert float(jn.param_loss(layer)) == 0.0
+  params = nnx.state(layer, nnx.Param)
+  before = layer.kernel[...]
+  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(jn.regularizer(layer), 0.1))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  nnx.update(layer, optax.apply_updates(params, updates))
+  chex.assert_trees_all_close(layer.kernel[...], jr.prox.max_norm(before - 0.1, 1.0),
+                              rtol=1e-6)
+  assert float(jnp.linalg.norm(before, axis=0).min()) > 1.0

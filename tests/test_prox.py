@@ -329,3 +329,106 @@ class JitTest(chex.TestCase):
       chex.assert_trees_all_close(jax.jit(fn)(v, 0.6), fn(v, 0.6), rtol=1e-6)
     fn = lambda v, t: prox.group_soft_threshold(v, t, axis=(0, 1))
     chex.assert_trees_all_close(jax.jit(fn)(v, 2.0), fn(v, 2.0), rtol=1e-6)
+
+
+# Non-negative proxes and projections ------------------------------------------------
+
+
+@given(v=vectors(), t=f32(min_value=0.0, max_value=5.0))
+def test_nonneg_proxes_minimize_their_objective_on_the_orthant(v, t):
+  grid = np.concatenate([np.linspace(0, 10, GRID), [0.0]])
+  for fn, penalty in [(prox.nonneg_soft_threshold, lambda z: t * z),
+                      (prox.nonneg_ridge, lambda z: t * z ** 2)]:
+    z = np.asarray(fn(v, t), np.float64)
+    assert (z >= 0).all()
+    objective = penalty(z) + 0.5 * (z - v) ** 2
+    best = (penalty(grid[None]) + 0.5 * (grid[None] - v[:, None]) ** 2).min(axis=1)
+    assert (objective <= best + 1e-5 * (1 + np.abs(best))).all()
+
+
+def test_nonneg_proxes_equal_jaxopt():
+  jaxopt_prox = pytest.importorskip("jaxopt.prox", reason="jaxopt is a test extra")
+  v = jax.random.normal(jax.random.key(0), (50,)) * 2
+  for t in [0.0, 0.3, 1.5]:
+    chex.assert_trees_all_close(prox.nonneg_soft_threshold(v, t),
+                                jaxopt_prox.prox_non_negative_lasso(v, t), atol=1e-7)
+    # jaxopt's l2reg is the coefficient of (l2reg/2)·||z||² (1/(1 + l2reg) in its code,
+    # whatever its docstring says): jaxreg's t·||z||² is l2reg = 2t.
+    chex.assert_trees_all_close(prox.nonneg_ridge(v, t),
+                                jaxopt_prox.prox_non_negative_ridge(v, 2 * t), rtol=1e-6)
+    chex.assert_trees_all_close(prox.non_negative(v),
+                                jaxopt_prox.prox_non_negative_lasso(v, 0.0))
+
+
+def _norms(x, axis):
+  return np.sqrt((np.asarray(x, np.float64) ** 2).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("axis", [0, 1, (0, 1)])
+def test_exact_norm_projections_are_the_nearest_feasible_points(axis):
+  x = np.asarray(jax.random.normal(jax.random.key(1), (6, 5)), np.float64) * 2
+  n = _norms(x, axis)
+  c = float(np.median(n))  # Some groups inside the ball, some outside.
+  z = np.asarray(prox.max_norm(x, c, axis, epsilon=0.0), np.float64)
+  assert (_norms(z, axis) <= c * (1 + 1e-6)).all()
+  np.testing.assert_allclose(np.where(n <= c, x, z), z, rtol=1e-6)  # inside: unchanged
+  # Optimality: no feasible point is nearer, group by group (random feasible points).
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    w = rng.normal(size=x.shape)
+    w = w * np.minimum(1, c / _norms(w, axis)) * rng.uniform()
+    assert (((z - x) ** 2).sum(axis=axis) <= ((w - x) ** 2).sum(axis=axis) + 1e-9).all()
+  u = np.asarray(prox.unit_norm(x, axis, epsilon=0.0), np.float64)
+  np.testing.assert_allclose(_norms(u, axis), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(u * n, x, rtol=1e-5, atol=1e-6)  # same direction
+  shell = np.asarray(prox.min_max_norm(x, 0.5 * c, c, 1.0, axis, epsilon=0.0), np.float64)
+  np.testing.assert_allclose(_norms(shell, axis), np.clip(n, 0.5 * c, c), rtol=1e-6)
+
+
+def test_projections_are_idempotent_and_keep_zero_groups_and_dtype():
+  x = jnp.array([[3.0, 0.0, -1.0], [4.0, 0.0, 2.0]], jnp.bfloat16)
+  for fn in [lambda x: prox.max_norm(x, 1.0, 0, epsilon=0.0),
+             lambda x: prox.unit_norm(x, 0, epsilon=0.0),
+             lambda x: prox.min_max_norm(x, 0.5, 1.0, 1.0, 0, epsilon=0.0),
+             prox.non_negative]:
+    once = fn(x)
+    assert once.dtype == jnp.bfloat16
+    chex.assert_trees_all_close(fn(once.astype(jnp.float32)), once.astype(jnp.float32),
+                                rtol=1e-2)
+    assert (np.asarray(once)[:, 1] == 0).all()  # the zero group stays 0, no NaN
+
+
+def test_min_max_norm_rate_moves_part_of_the_way():
+  x = jnp.array([[3.0], [4.0]])  # norm 5
+  z = prox.min_max_norm(x, 0.0, 1.0, 0.25, 0, epsilon=0.0)
+  np.testing.assert_allclose(_norms(z, 0), 0.25 * 1.0 + 0.75 * 5.0, rtol=1e-6)
+
+
+def test_projection_gradients_are_finite_at_zero_groups():
+  fns = [lambda x: prox.max_norm(x, 1.0, 0), lambda x: prox.unit_norm(x, 0),
+         lambda x: prox.max_norm(x, 1.0, 0, epsilon=0.0)]
+  grads = jax.jit(lambda x: [jax.grad(lambda x: jnp.sum(fn(x) ** 2))(x) for fn in fns])(
+      jnp.zeros((3, 2)))
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+def test_jaxopt_conventions_documented_in_docs_keras_md():
+  jaxopt_prox = pytest.importorskip("jaxopt.prox", reason="jaxopt is a test extra")
+  jaxopt_projection = pytest.importorskip("jaxopt.projection", reason="jaxopt is a test extra")
+  x = jax.random.normal(jax.random.key(3), (4, 5)) * 2
+  lam, gam, s = 0.4, 0.7, 1.5
+  pairs = jax.jit(lambda x: [
+      (jaxopt_prox.prox_lasso(x, lam, s), prox.soft_threshold(x, s * lam)),
+      (jaxopt_prox.prox_non_negative_lasso(x, lam, s), prox.nonneg_soft_threshold(x, s * lam)),
+      (jaxopt_prox.prox_ridge(x, lam, s), prox.ridge(x, s * lam / 2)),
+      (jaxopt_prox.prox_non_negative_ridge(x, lam, s), prox.nonneg_ridge(x, s * lam / 2)),
+      (jaxopt_prox.prox_elastic_net(x, (lam, gam), s),
+       prox.elastic_net(x, s * lam, s * lam * gam / 2)),
+      (jaxopt_prox.prox_group_lasso(x, lam, s),
+       prox.group_soft_threshold(x, s * lam, axis=None)),
+      (jaxopt_projection.projection_non_negative(x), prox.non_negative(x)),
+      (jaxopt_projection.projection_l2_ball(x, 1.5),
+       prox.max_norm(x, 1.5, axis=None, epsilon=0.0)),
+  ])(x)
+  for theirs, ours in pairs:
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-6, atol=1e-7)

@@ -166,10 +166,76 @@ def test_value_is_the_hand_formula_over_the_selected_leaves(name, form):
 
 
 @pytest.mark.parametrize("name", KIND_NAMES)
-def test_nothing_selected_is_zero(name):
+def test_nothing_selected_raises_and_lists_the_paths(name):
   params = to_jax(numpy_params())
-  assert KINDS[name].make(select.by_path("no such leaf"))(params) == 0.0
-  assert KINDS[name].make()({"n": jnp.arange(3)}) == 0.0
+  reg = KINDS[name].make(select.by_path("no_such_leaf"))
+  message = r"where=jr.select.by_path\('no_such_leaf'\) selects no floating-point parameter"
+  with pytest.raises(ValueError, match=message) as error:
+    reg(params)
+  assert "params/Dense_0/kernel (4, 3)" in str(error.value)
+  assert "params/step" not in str(error.value)       # only what could be selected
+  with pytest.raises(ValueError, match=message):
+    reg.prox(params, 0.1)
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    KINDS[name].make()({"n": jnp.arange(3)})
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_allow_empty_makes_an_empty_selection_zero(name):
+  params = to_jax(numpy_params())
+  reg = KINDS[name].make(select.allow_empty(select.by_path("no_such_leaf")))
+  assert reg(params) == 0.0
+  chex.assert_trees_all_equal(reg.prox(params, 0.1), params)
+  # Not empty: the same as without allow_empty.
+  full = KINDS[name].make(select.allow_empty(None))
+  np.testing.assert_allclose(full(params), KINDS[name].make()(params), rtol=1e-6)
+
+
+def test_a_renamed_layer_raises_instead_of_giving_zero():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class Before(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2)(nn.relu(nn.Dense(3)(x)))
+
+  class After(nn.Module):  # the layers were given names
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2, name="out")(nn.relu(nn.Dense(3, name="hidden")(x)))
+
+  reg = jr.L1(1e-3, where=select.by_path("Dense_0/kernel"))
+  x = jnp.ones((1, 4))
+  before = Before().init(jax.random.key(0), x)
+  assert reg(before) > 0
+  assert reg.selected(before) == {"Dense_0/kernel": (3, 2)}   # built first: the output layer
+  after = After().init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match=r"by_path\('Dense_0/kernel'\) selects no .* The 4 "
+                     r"parameters are: hidden/bias \(3,\), hidden/kernel \(4, 3\), "
+                     r"out/bias \(2,\), out/kernel \(3, 2\)\. "):
+    reg(after)
+
+
+def test_empty_check_holds_under_jit_vmap_and_grad():
+  params = {"w": jnp.ones(3)}
+  reg = jr.L2(0.1, where=select.by_path("v"))
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    jax.jit(reg)(params)
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    jax.grad(reg)(params)
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    jax.vmap(lambda s: jr.L2(s, where=select.by_path("v"))(params))(jnp.ones(2))
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    (jr.L1(0.1) + reg).prox(params, 0.1)
+  # Each term of a sum is checked on its own.
+  with pytest.raises(ValueError, match=r"by_path\('v'\)"):
+    (jr.L1(0.1) + reg)(params)
+  # A regularization path scanned over strengths: checked once, at trace time.
+  ok = lambda carry, s: (carry, jr.L2(s, where=select.by_path("w"))(params))
+  np.testing.assert_allclose(jax.lax.scan(ok, 0.0, jnp.array([1.0, 2.0]))[1], [3.0, 6.0])
+  empty = lambda carry, s: (carry, jr.L2(s, where=select.by_path("v"))(params))
+  with pytest.raises(ValueError, match="selects no floating-point parameter"):
+    jax.lax.scan(empty, 0.0, jnp.array([1.0, 2.0]))
 
 
 def test_docstring_conventions():
@@ -386,8 +452,8 @@ def test_overlapping_l1_and_l2_add_up_where_both_select():
 def test_group_lasso_and_l1_on_the_same_leaf_have_no_closed_form():
   params = to_jax(float_params())
   group = jr.GroupLasso(0.1, axis=0, where=select.kernels())
-  lasso = jr.L1(0.1, where=select.by_path("Dense"))
-  with pytest.raises(NotImplementedError, match="'params/Dense_0/kernel'"):
+  lasso = jr.L1(0.1, where=select.by_path("Dense_0"))
+  with pytest.raises(NotImplementedError, match="'Dense_0/kernel'"):
     (group + lasso).prox(params, 0.1)
   # The value is still defined.
   np.testing.assert_allclose((group + lasso)(params), group(params) + lasso(params), rtol=1e-6)
@@ -431,7 +497,7 @@ def test_python_sum_of_regularizers():
     (lambda: jr.l2(0.02), lambda: jr.L2(0.02)),
     (lambda: jr.l2(), lambda: jr.L2(0.01)),
     (lambda: jr.l1_l2(l1=0.02, l2=0.05), lambda: jr.ElasticNet(0.02, 0.05)),
-    (lambda: jr.l1_l2(l2=0.05), lambda: jr.ElasticNet(0.01, 0.05)),
+    (lambda: jr.l1_l2(l2=0.05), lambda: jr.ElasticNet(0.0, 0.05)),   # Keras 3's default
     (lambda: jr.l1(0.02, where=select.kernels()), lambda: jr.L1(0.02, where=select.kernels())),
 ], ids=["l1", "l1_default", "l2", "l2_default", "l1_l2", "l1_l2_default", "l1_where"])
 def test_keras_aliases_equal_the_classes(alias, full):
@@ -500,21 +566,25 @@ def test_vmap_over_a_batch_of_strengths():
   params = to_jax(np_params)
   strengths = jnp.array([0.0, 1.0, 2.0])
   abs_sum = expected_value(KINDS["L1"], np_params, FLOATING) / A
-  values = jax.jit(jax.vmap(lambda r: r(params)))(jr.L1(strengths))
+  values = jax.jit(jax.vmap(lambda s: jr.L1(s)(params)))(strengths)
   np.testing.assert_allclose(values, np.array([0.0, 1.0, 2.0]) * abs_sum, rtol=1e-6)
   norms = expected_value(KINDS["GroupLasso_axis0"], np_params, FLOATING) / G
-  values = jax.jit(jax.vmap(lambda r: r(params)))(jr.GroupLasso(strengths, axis=0))
+  values = jax.jit(jax.vmap(lambda s: jr.GroupLasso(s, axis=0)(params)))(strengths)
   np.testing.assert_allclose(values, np.array([0.0, 1.0, 2.0]) * norms, rtol=1e-6)
+  # A batch of regularizers is a pytree with batched strengths: vmap over it too.
+  batch = jax.vmap(jr.L1)(strengths)
+  values = jax.jit(jax.vmap(lambda r: r(params)))(batch)
+  np.testing.assert_allclose(values, np.array([0.0, 1.0, 2.0]) * abs_sum, rtol=1e-6)
   # One prox per strength.
   w = np_params["params"]["Dense_0"]["bias"].astype(np.float64)
-  out = jax.jit(jax.vmap(lambda r: r.prox(params, 0.5)))(jr.L1(strengths))
+  out = jax.jit(jax.vmap(lambda s: jr.L1(s).prox(params, 0.5)))(strengths)
   out = out["params"]["Dense_0"]["bias"]
   np.testing.assert_allclose(out, [np_soft(w, 0.5 * s) for s in [0.0, 1.0, 2.0]], rtol=1e-6)
 
 
 def test_vmap_over_a_sum_of_regularizers():
   params = {"w": jnp.array([1.0, -2.0])}
-  reg = jr.L1(jnp.array([1.0, 2.0])) + jr.L2(jnp.array([0.5, 0.0]))
+  reg = jax.vmap(lambda a, b: jr.L1(a) + jr.L2(b))(jnp.array([1.0, 2.0]), jnp.array([0.5, 0.0]))
   np.testing.assert_allclose(jax.vmap(lambda r: r(params))(reg), [3.0 + 2.5, 6.0], rtol=1e-6)
 
 

@@ -107,14 +107,37 @@ def test_kernels_of_a_real_flax_model():
 @pytest.mark.parametrize("pattern,expected", [
     ("kernel", KERNELS),
     ("Dense_0", {"params/Dense_0/kernel", "params/Dense_0/bias"}),
-    (r"^params/Dense_0/", {"params/Dense_0/kernel", "params/Dense_0/bias"}),
+    ("Dense", set()),                # whole components: "Dense" is not "Dense_0"
+    ("ense_0", set()),
+    (r"Dense_\d", {"params/Dense_0/kernel", "params/Dense_0/bias"}),
+    (r"^params/Dense_0", {"params/Dense_0/kernel", "params/Dense_0/bias"}),
+    ("Dense_0/kernel", {"params/Dense_0/kernel"}),   # several consecutive components
     (r"bias$", {"params/Dense_0/bias", "params/LayerNorm_0/bias", "params/Conv_0/bias"}),
-    (r"blocks/1/", {"params/blocks/1/0/kernel", "params/blocks/1/1"}),
-    (r"^Dense_0", set()),            # search, but an anchor still anchors at the root
+    ("blocks/1", {"params/blocks/1/0/kernel", "params/blocks/1/1"}),
+    ("1", {"params/blocks/1/0/kernel", "params/blocks/1/1"}),  # an index is a component
+    (r"^Dense_0", set()),            # an anchor anchors at the root
     (r"step|codes", set()),          # integer leaves are never selected
 ])
-def test_by_path_searches_the_joined_path(pattern, expected):
+def test_by_path_matches_whole_components(pattern, expected):
   assert selected(select.mask(select.by_path(pattern), flax_style_params())) == expected
+
+
+@pytest.mark.parametrize("pattern,expected", [
+    ("Dense", {"params/Dense_0/kernel", "params/Dense_0/bias"}),
+    ("ense_0/ker", {"params/Dense_0/kernel"}),
+    (r"^Dense_0", set()),
+])
+def test_by_path_search_is_re_search(pattern, expected):
+  assert selected(select.mask(select.by_path(pattern, search=True),
+                              flax_style_params())) == expected
+
+
+def test_by_path_w_does_not_match_bw():
+  params = {"w": jnp.ones(2), "bw": jnp.ones(2), "layer": {"w": jnp.ones(2)}}
+  assert select.mask(select.by_path("w"), params) == {"w": True, "bw": False,
+                                                      "layer": {"w": True}}
+  assert select.mask(select.by_path("w", search=True), params) == {
+      "w": True, "bw": True, "layer": {"w": True}}
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -124,7 +147,7 @@ def test_by_path_searches_the_joined_path(pattern, expected):
     ((select.kernels(),), FLOATING - KERNELS),
     ((select.kernels(), "embedding|batch_stats"), FLOATING - KERNELS - {
         "params/Embed_0/embedding", "batch_stats/BatchNorm_0/mean"}),
-    ((lambda path, leaf: leaf.ndim != 2, select.by_path("Embed")), {
+    ((lambda path, leaf: leaf.ndim != 2, select.by_path("Embed_0")), {
         "params/Dense_0/kernel", "params/blocks/0/kernel", "params/blocks/1/0/kernel"}),
     ((select.exclude("Dense_0"),), {"params/Dense_0/kernel", "params/Dense_0/bias"}),
 ])
@@ -211,7 +234,141 @@ DTYPES = st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16, jnp.int32, jnp
 def test_kernels_rule_on_random_trees(leaves):
   params = {layer: {name: jax.ShapeDtypeStruct(tuple(shape), dtype)}
             for layer, (name, shape, dtype) in leaves.items()}
-  expected = {layer: {name: jnp.issubdtype(dtype, jnp.floating) and len(shape) >= 2
-                      and name != "embedding"}
+  # One leaf per layer, so no bias beside it: the names decide, then ndim >= 2.
+  expected = {layer: {name: jnp.issubdtype(dtype, jnp.floating)
+                      and (name == "kernel" or name not in ("bias", "scale", "embedding")
+                           and len(shape) >= 2)}
               for layer, (name, shape, dtype) in leaves.items()}
   assert select.mask(select.kernels(), params) == expected
+
+
+# Parameters only ----------------------------------------------------------------------
+
+def linen_variables():
+  return {"params": {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}},
+          "batch_stats": {"BatchNorm_0": {"mean": jnp.ones(3), "var": jnp.ones(3)}},
+          "losses": {}}
+
+
+def test_linen_variables_select_inside_the_params_collection():
+  variables = linen_variables()
+  assert select.mask(None, variables) == {
+      "params": {"Dense_0": {"kernel": True, "bias": True}},
+      "batch_stats": {"BatchNorm_0": {"mean": False, "var": False}}, "losses": {}}
+  # Paths are read inside 'params': one selector means the same on both trees.
+  for tree in (variables, variables["params"]):
+    assert select.selected(select.by_path("^Dense_0/kernel$"), tree) == {
+        "Dense_0/kernel": (2, 3)}
+  assert select.selected(select.by_path("mean"), variables) == {}
+  # Not a variables dict (a leaf beside the collections): every floating leaf counts.
+  plain = {"params": {"w": jnp.ones(2)}, "stats": {"m": jnp.ones(2)}, "step": jnp.ones(())}
+  assert select.selected(None, plain) == {"params/w": (2,), "stats/m": (2,), "step": ()}
+
+
+def test_nnx_state_selects_only_params_by_the_variables_own_paths():
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  class Net(nnx.Module):
+    def __init__(self):
+      self.linear = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+      self.norm = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+      self.count = nnx.Variable(jnp.zeros(()))
+
+  model = Net()
+  expected = {"linear/kernel": (2, 3), "linear/bias": (3,), "norm/scale": (3,),
+              "norm/bias": (3,)}
+  for tree in (model, nnx.state(model), nnx.state(model, nnx.Param)):
+    assert select.selected(None, tree) == expected
+    assert select.selected(select.by_path("kernel$"), tree) == {"linear/kernel": (2, 3)}
+  flags = jax.tree.leaves(select.mask(None, nnx.state(model)))
+  assert len(flags) == len(jax.tree.leaves(nnx.state(model))) and sum(flags) == 4
+
+
+# kernels() on stacked models and Equinox-style names ---------------------------------
+
+def test_kernels_counts_layer_axes_from_the_bias_beside_a_leaf():
+  stacked = {
+      # Equinox names: Linear(weight (out, in), bias (out,)), LayerNorm(weight, bias)
+      "linear": {"weight": jnp.ones((4, 3, 2)), "bias": jnp.ones((4, 3))},
+      "norm": {"weight": jnp.ones((4, 3)), "bias": jnp.ones((4, 3))},
+      "plain_norm": {"weight": jnp.ones(3), "bias": jnp.ones(3)},
+      "linear_no_bias": {"weight": jnp.ones((4, 3, 2))},
+      # Flax names decide whatever the number of axes.
+      "Dense_0": {"kernel": jnp.ones((2, 4, 3, 2)), "bias": jnp.ones((2, 4, 2))},
+      "LayerNorm_0": {"scale": jnp.ones((2, 4, 3)), "bias": jnp.ones((2, 4, 3))},
+      "Embed_0": {"embedding": jnp.ones((2, 10, 4))},
+  }
+  assert set(select.selected(select.kernels(), stacked)) == {
+      "linear/weight", "linear_no_bias/weight", "Dense_0/kernel"}
+
+
+# allow_empty and paths ----------------------------------------------------------------
+
+def test_selection_raises_on_nothing_unless_allowed():
+  params = {"w": jnp.ones(2), "n": jnp.int32(0)}
+  with pytest.raises(ValueError, match=r"where=jr.select.by_path\('v'\) selects no "
+                     r"floating-point parameter.*The 1 parameters are: w \(2,\)\."):
+    select.selection(select.by_path("v"), params)
+  assert select.selection(select.allow_empty(select.by_path("v")), params) == [False, False]
+  assert select.selection(select.allow_empty(None), params) == [False, True]  # n, w
+  many = {f"w{i}": jnp.ones(i + 1) for i in range(12)}
+  with pytest.raises(ValueError, match=r"w5 \(6,\), and 4 more\."):
+    select.selection({k: False for k in many}, many)
+
+
+def test_paths_selects_exact_paths():
+  params = {"a": {"w": jnp.ones(2)}, "b": {"a": {"w": jnp.ones(2)}}}
+  assert select.mask(select.paths("a/w"), params) == {"a": {"w": True},
+                                                      "b": {"a": {"w": False}}}
+  with pytest.raises(TypeError, match="paths takes one or more path strings"):
+    select.paths()
+
+
+# Mistakes that would select the wrong leaves ----------------------------------------
+
+@pytest.mark.parametrize("fn,hint", [
+    (select.kernels, r"where=jr.select.kernels\(\)"),
+    (select.by_path, r"where=jr.select.by_path\('regex'\)"),
+    (select.exclude, r"where=jr.select.exclude\(...\)"),
+])
+def test_an_uncalled_selector_function_says_to_call_it(fn, hint):
+  with pytest.raises(TypeError, match=f"is the function itself; call it: {hint}"):
+    select.as_selector(fn)
+
+
+def test_an_optax_style_mask_function_says_what_to_write():
+  optax_mask = lambda params: jax.tree.map(lambda w: w.ndim > 1, params)
+  with pytest.raises(TypeError, match=r"does not take \(path, leaf\).*Optax-style mask "
+                     r"function \(params -> tree of bools\).*where=mask_fn\(params\)"):
+    select.as_selector(optax_mask)
+
+
+def test_a_callable_must_return_a_bool():
+  params = {"w": jnp.ones((2, 2))}
+  with pytest.raises(TypeError, match="must return a bool for each leaf, got dict for 'w'"):
+    select.mask(lambda path, leaf: {"w": True}, params)
+
+
+def test_kernels_of_an_equinox_model_stacked_or_not():
+  eqx = pytest.importorskip("equinox", reason="equinox is in the test extra")
+
+  class Block(eqx.Module):
+    linear: eqx.nn.Linear
+    norm: eqx.nn.LayerNorm
+    embed: eqx.nn.Embedding
+
+    def __init__(self, key):
+      self.linear = eqx.nn.Linear(3, 4, key=key)
+      self.norm = eqx.nn.LayerNorm(4)
+      self.embed = eqx.nn.Embedding(10, 4, key=key)
+
+  # Shapes are all a selector reads.
+  block = eqx.filter_eval_shape(Block, jax.random.key(0))
+  stacked = eqx.filter_eval_shape(eqx.filter_vmap(Block), jax.random.split(jax.random.key(0), 5))
+  assert stacked.norm.weight.shape == (5, 4)
+  for model, layers in ((block, ()), (stacked, (5,))):
+    # Function and int fields are leaves too; they are never selected.
+    assert select.selected(select.kernels(), model) == {
+        "linear/weight": (*layers, 4, 3), "embed/weight": (*layers, 10, 4)}
+    assert select.selected(select.exclude(select.kernels(), "embed"), model) == {
+        "linear/bias": (*layers, 4), "norm/weight": (*layers, 4), "norm/bias": (*layers, 4)}

@@ -1,0 +1,281 @@
+r"""Choosing a strength or a rate: k-fold cross-validation and regularization paths.
+
+Strengths and rates in jaxreg may be traced, so a whole grid of them, times every fold,
+trains as **one** compiled program: :func:`cross_validate` expresses each fold as 0/1
+row weights, so every (grid point, fold) pair has the same shapes and all of them run
+under one ``jax.vmap`` (in chunks of ``batch_size`` with ``jax.lax.map`` when memory
+requires). :func:`lasso_path` and :func:`alpha_max` (from :mod:`jaxreg.paths`) give the
+warm-started path of the Lasso and the elastic net on scikit-learn's objective and grid.
+
+Choosing from the curve (as glmnet does): ``best`` minimizes the mean held-out loss over
+the folds; the one-standard-error choice ``one_se`` is the most regularized point whose
+mean is within one standard error of the best one's,
+:math:`\bar L_j \le \bar L_{best} + \mathrm{SE}_{best}` with
+:math:`\mathrm{SE} = \mathrm{sd}(L_{j,1..K}) / \sqrt{K}` (``ddof=1``) (Hastie, Tibshirani
+& Friedman, *The Elements of Statistical Learning*, §7.10).
+
+>>> import jax.numpy as jnp
+>>> from jaxreg import cv
+>>> cv.kfold(5, 2)
+Array([0, 0, 0, 1, 1], dtype=int32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxreg import _checks
+# Public here too (``cv.alpha_max``, ``cv.lasso_path``): a path is what CV chooses from.
+from jaxreg.paths import alpha_max
+from jaxreg.paths import lasso_path
+
+def _check_folds(n: int, folds) -> int:
+  if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
+    raise TypeError(f"folds must be an int or an array of fold ids, got {folds!r}")
+  if folds < 2:
+    raise ValueError(f"folds must be >= 2, got {folds}")
+  if folds > n:
+    raise ValueError(f"folds must be <= the number of rows ({n}), got {folds}")
+  return int(folds)
+
+
+def kfold(n: int, folds: int, *, key=None, stratify=None) -> jax.Array:
+  """Fold ids ``(n,)`` in ``0 .. folds - 1``: which held-out fold each row belongs to.
+
+  * no ``key``, no ``stratify``: contiguous blocks, the first ``n % folds`` of them one
+    row longer, as scikit-learn's ``KFold(shuffle=False)``;
+  * ``key``: the same block sizes, rows assigned at random;
+  * ``stratify`` (labels ``(n,)``): rows are sorted by label (in random order within a
+    label when a key is given) and dealt to the folds in turn, so each fold holds every
+    label in proportion and fold sizes differ by at most one.
+
+  >>> kfold(7, 3)
+  Array([0, 0, 0, 1, 1, 2, 2], dtype=int32)
+  >>> kfold(6, 2, stratify=jnp.array([0, 1, 0, 1, 0, 1]))
+  Array([0, 1, 1, 0, 0, 1], dtype=int32)
+  """
+  folds = _check_folds(n, folds)
+  if key is not None:
+    key = _checks.check_key(key)
+  if stratify is not None and jnp.shape(stratify) != (n,):
+    raise ValueError(f"stratify must have shape ({n},), got {jnp.shape(stratify)}")
+  if key is None and stratify is None:
+    return jnp.asarray(_block_ids(n, folds))
+  return _dealt_folds(key, stratify, n, folds)
+
+
+def _block_ids(n: int, folds: int) -> np.ndarray:
+  sizes = np.full(folds, n // folds)
+  sizes[:n % folds] += 1
+  return np.repeat(np.arange(folds, dtype=np.int32), sizes)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _dealt_folds(key, labels, n, folds):
+  if labels is None:
+    return jax.random.permutation(key, _block_ids(n, folds))
+  order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
+  order = order[jnp.argsort(jnp.asarray(labels)[order], stable=True)]
+  return jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32) % folds)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CVResult:
+  """What :func:`cross_validate` measured, one row per grid point.
+
+  Attributes:
+    grid: the grid as given (a pytree, leading axis = grid points).
+    per_fold: ``(points, folds)`` held-out loss; NaN where the point failed on that fold.
+    failed: ``(points,)``, True where ``fit`` or ``score`` gave a non-finite value on
+      some fold. A failed point has NaN ``mean`` and ``stderr`` and is never chosen.
+    mean, stderr: ``(points,)`` mean over folds and its standard error (``ddof=1``).
+    best_index: the point with the least mean loss.
+    one_se_index: the most regularized point within one standard error of the best,
+      or None when ``cross_validate`` was not told what "more regularized" means.
+  """
+  grid: Any
+  per_fold: jax.Array
+  failed: jax.Array
+  mean: jax.Array
+  stderr: jax.Array
+  best_index: jax.Array
+  one_se_index: jax.Array | None
+
+  @property
+  def best(self):
+    """The grid point at ``best_index`` (a pytree of scalars)."""
+    return jax.tree.map(lambda leaf: leaf[self.best_index], self.grid)
+
+  @property
+  def one_se(self):
+    """The grid point at ``one_se_index``; needs ``regularization=`` in cross_validate."""
+    if self.one_se_index is None:
+      raise ValueError(
+          "one_se needs to know which points are more regularized: pass "
+          "regularization= (a function of a grid point, larger = more regularized) "
+          "to cross_validate")
+    return jax.tree.map(lambda leaf: leaf[self.one_se_index], self.grid)
+
+
+def _grid_size(grid) -> int:
+  leaves = jax.tree.leaves(grid)
+  if not leaves:
+    raise ValueError("grid is empty: pass a pytree of arrays with a leading grid axis")
+  lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
+  if None in lengths:
+    raise ValueError("every grid leaf needs a leading grid axis; got a scalar leaf (a "
+                     "Python list is a pytree of scalars: pass jnp.array(...) instead)")
+  if len(lengths) > 1:
+    shapes = jax.tree.map(jnp.shape, grid)
+    raise ValueError(f"grid leaves have different lengths {sorted(lengths)}: {shapes}")
+  (size,) = lengths
+  if size == 0:
+    raise ValueError("grid is empty: its leaves have length 0")
+  return size
+
+
+def _rows(data) -> int:
+  leaves = jax.tree.leaves(data)
+  if not leaves or any(jnp.ndim(leaf) == 0 for leaf in leaves):
+    raise ValueError("data must be a pytree of arrays whose leading axis is the rows; "
+                     "got a scalar leaf (a Python list is a pytree of scalars)")
+  lengths = {jnp.shape(leaf)[0] for leaf in leaves}
+  if len(lengths) > 1:
+    raise ValueError(f"data arrays have different lengths (rows): "
+                     f"{jax.tree.map(jnp.shape, data)}")
+  return lengths.pop()
+
+
+def _fold_ids(folds, n: int) -> tuple[jax.Array, int]:
+  if not hasattr(folds, "shape"):
+    folds = _check_folds(n, folds)
+    return kfold(n, folds), folds
+  if isinstance(folds, jax.core.Tracer):
+    raise ValueError("fold ids must be concrete, not traced: the number of folds sets "
+                     "the shapes of the program")
+  ids = jnp.asarray(folds)
+  if ids.shape != (n,) or not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise ValueError(f"folds as fold ids must be integers of shape ({n},) (one per row), "
+                     f"got {ids.dtype}{list(ids.shape)}")
+  present = np.unique(np.asarray(ids))
+  count = _check_folds(n, len(present))
+  if not np.array_equal(present, np.arange(count)):
+    raise ValueError(f"fold ids must be 0 .. k-1 with every fold present, got {present}")
+  return ids, count
+
+
+def _amounts(regularization, grid, size: int):
+  if regularization is None:
+    return None
+  amount = (jax.vmap(regularization)(grid) if callable(regularization)
+            else jnp.asarray(regularization))
+  if jnp.shape(amount) != (size,):
+    raise ValueError(f"regularization must give one scalar per grid point ({size},), "
+                     f"got shape {jnp.shape(amount)}")
+  return amount
+
+
+def _all_finite(tree) -> jax.Array:
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
+def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=None,
+                   batch_size: int | None = None, regularization=None) -> CVResult:
+  r"""K-fold cross-validation of every grid point, all (point, fold) pairs in one vmap.
+
+  Args:
+    fit: ``fit(hparams, key, data, weights) -> params``: trains on the rows whose
+      weight is 1 (``weights`` is ``(n,)``, 0/1, in the default float dtype). ``hparams``
+      is one grid point (the grid's leaves without their leading axis, traced).
+    score: ``score(params, data, weights) -> scalar``: the weighted mean loss on the
+      rows whose weight is 1 (the held-out fold). Lower is better.
+    data: a pytree of arrays whose leading axis is the ``n`` rows.
+    grid: a pytree of arrays with a leading grid axis (strengths, rates, ...).
+    folds: the number of folds (contiguous blocks, :func:`kfold` without a key), or
+      fold ids ``(n,)`` in ``0 .. k - 1`` (from :func:`kfold`, or scikit-learn's splits).
+    key: split into one key per fold; every grid point gets the same key on a fold
+      (common random numbers: points differ by their hparams, not their init or
+      dropout draws). ``None`` passes ``None`` to ``fit``.
+    batch_size: how many (point, fold) fits run at once; ``None`` runs all of them in
+      one vmap, otherwise ``jax.lax.map`` runs chunks of this size one after another.
+      On a CPU, small fits ran fastest with ``batch_size=1`` (``benchmarks/cv_bench.py``).
+    regularization: what "more regularized" means for the one-standard-error choice: a
+      function of one grid point returning a scalar, larger = more regularized (for a
+      strength, ``lambda h: h``), or an array ``(points,)`` of such amounts.
+
+  A pair whose params or loss is not finite marks its point failed: not chosen, NaN in
+  ``mean``. If every point fails, ``ValueError``. Each call compiles ``fit`` and
+  ``score`` anew (they are closed over); wrap the call in ``jax.jit`` to reuse one
+  compiled program for several grids of the same shape.
+
+  >>> import jax.numpy as jnp
+  >>> x = jnp.linspace(-1.0, 1.0, 20); data = (x, 2 * x)
+  >>> fit = lambda lam, key, d, w: jnp.sum(w * d[0] * d[1]) / (jnp.sum(w * d[0]**2) + lam)
+  >>> score = lambda a, d, w: jnp.sum(w * (a * d[0] - d[1])**2) / jnp.sum(w)
+  >>> result = cross_validate(fit, score, data, jnp.array([0.0, 1.0, 10.0]), folds=4)
+  >>> float(result.best)
+  0.0
+  """
+  data, grid = jax.tree.map(jnp.asarray, data), jax.tree.map(jnp.asarray, grid)
+  n = _rows(data)
+  size = _grid_size(grid)
+  fold_ids, count = _fold_ids(folds, n)
+  amounts = _amounts(regularization, grid, size)
+  if batch_size is not None and (isinstance(batch_size, bool) or
+                                 not isinstance(batch_size, int) or batch_size < 1):
+    raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+  key = None if key is None else _checks.check_key(key)
+  weight_dtype = jnp.result_type(float)
+
+  def one(hparams, fold, fold_key, data, fold_ids):
+    train = (fold_ids != fold).astype(weight_dtype)
+    params = fit(hparams, fold_key, data, train)
+    loss = score(params, data, 1 - train)
+    if jnp.ndim(loss) != 0:
+      raise ValueError(f"score must return a scalar, got shape {jnp.shape(loss)}")
+    ok = _all_finite(params) & jnp.isfinite(loss)
+    return jnp.where(ok, loss, jnp.nan), ~ok
+
+  @jax.jit
+  def run(grid, data, fold_ids, key):
+    # Pair p is grid point p // count on fold p % count; its hparams and key are laid
+    # out before the map, so that fit sees plain batched inputs.
+    points = np.repeat(np.arange(size), count)
+    folds = np.tile(np.arange(count, dtype=np.int32), size)
+    pairs = (jax.tree.map(lambda leaf: leaf[points], grid), folds,
+             None if key is None else jax.random.split(key, count)[folds])
+    fn = lambda pair: one(*pair, data, fold_ids)
+    losses, bad = (jax.vmap(fn)(pairs) if batch_size is None
+                   else jax.lax.map(fn, pairs, batch_size=batch_size))
+    return losses.reshape(size, count), bad.reshape(size, count).any(axis=1)
+
+  per_fold, failed = run(grid, data, fold_ids, key)
+  if not isinstance(failed, jax.core.Tracer) and bool(np.all(failed)):
+    raise ValueError("every grid point failed: fit or score gave a non-finite value "
+                     "(NaN or inf) on some fold of each point")
+  return CVResult(grid, per_fold, failed, *_summary(per_fold, failed, amounts))
+
+
+@jax.jit
+def _summary(per_fold, failed, amounts):
+  """Mean, standard error, best and one-SE indices of a ``(points, folds)`` table."""
+  count = per_fold.shape[1]
+  mean = jnp.where(failed, jnp.nan, per_fold.mean(axis=1))
+  stderr = jnp.where(failed, jnp.nan, per_fold.std(axis=1, ddof=1) / np.sqrt(count))
+  # int32 indices: an int64 one (made under enable_x64) cannot index once x64 is off.
+  best = jnp.argmin(jnp.where(failed, jnp.inf, mean)).astype(jnp.int32)
+  if amounts is None:
+    return mean, stderr, best, None
+  within = ~failed & (mean <= mean[best] + stderr[best])
+  most = jnp.max(jnp.where(within, amounts, -jnp.inf))
+  one_se = jnp.argmin(jnp.where(within & (amounts == most), mean, jnp.inf))
+  return mean, stderr, best, one_se.astype(jnp.int32)
