@@ -29,11 +29,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-# The message every Optax transform that needs params raises; it has no public name.
-from optax._src.base import NO_PARAMS_MSG
-
 from jaxreg import _checks
 from jaxreg import transforms
+from jaxreg.transforms import NO_PARAMS_MSG
 from jaxreg.regularizers import Regularizer
 
 

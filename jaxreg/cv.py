@@ -207,7 +207,8 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
       dropout draws). ``None`` passes ``None`` to ``fit``.
     batch_size: how many (point, fold) fits run at once; ``None`` runs all of them in
       one vmap, otherwise ``jax.lax.map`` runs chunks of this size one after another.
-      On a CPU, small fits ran fastest with ``batch_size=1`` (``benchmarks/cv_bench.py``).
+      How much batching gains depends on how much work one step does: see the Speed
+      section of docs/cv.md (``benchmarks/cv_bench.py``).
     regularization: what "more regularized" means for the one-standard-error choice: a
       function of one grid point returning a scalar, larger = more regularized (for a
       strength, ``lambda h: h``), or an array ``(points,)`` of such amounts.

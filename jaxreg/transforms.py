@@ -60,11 +60,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-# The message every Optax transform that needs params raises; it has no public name.
-from optax._src.base import NO_PARAMS_MSG
-
 from jaxreg import _checks
 from jaxreg.regularizers import Regularizer
+
+# Optax's own wording for a transform that needs params and got none (it has no
+# public name there), so users meet the message they know.
+NO_PARAMS_MSG = ("You are using a transformation that requires the current value of "
+                 "parameters, but you are not passing `params` when calling `update`.")
 
 
 class ProximalState(NamedTuple):
