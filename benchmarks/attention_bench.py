@@ -43,8 +43,9 @@ MEMORY_LENGTH = 1024  # Where the bytes per weight are reported.
 FIT_LENGTHS = (MEMORY_LENGTH, 2 * MEMORY_LENGTH, 4 * MEMORY_LENGTH)
 BUDGET_BYTES = 2**27  # The scratch budget the longest lengths are found for.
 LENGTH_STEP = 256
-# Searching stops at the last length with fewer than 2^32 weights (the fast mask's
-# index range); a path that fits there is reported as ≥.
+# Searching stops at the last length with fewer than 2^32 weights, where the mask is
+# hashed by one flat index (larger masks take one seed per row); a path that fits
+# there is reported as ≥.
 MAX_LENGTH = int((2**32 / MEMORY_HEADS) ** 0.5) // LENGTH_STEP * LENGTH_STEP
 IMPLEMENTATIONS = ("Flax", "jaxreg dense", "jaxreg blockwise")
 BLOCK_SIZE = 256
@@ -260,8 +261,8 @@ class Result:
         + (" and checked by compiling there and one step above." if self.verified
            else " (quick run: not checked by compiling).")
         + f" Blockwise uses block_size={BLOCK_SIZE}; lengths stop at {MAX_LENGTH}, the "
-        "last with fewer than 2^32 mask elements, past which jaxreg.masks draws whole "
-        "threefry masks.", "",
+        "last with fewer than 2^32 mask elements (one flat index; larger masks are "
+        "hashed with one seed per row and are not measured here).", "",
         *report._table(["implementation", f"B/weight at T={MEMORY_LENGTH}",
                         f"longest T in {budget}"], memory_rows), "",
     ]

@@ -44,7 +44,28 @@ threefry (Salmon et al., 2011) with a much cheaper round function: about twenty
 integer operations per element. The statistical tests in ``tests/test_masks.py``
 check what dropout relies on: keep fraction, keep-count dispersion, repeated words,
 independence of neighbours, of bits and of keys, and of keys forced to share ``s1``.
-Arrays of ``2^32`` elements or more fall back to threefry bits.
+
+**Arrays of** ``2^32`` **elements or more** (attention weights ``B·H·T^2`` in long
+context) cannot be indexed by one uint32. Their shape is split at the dim ``k`` that
+leaves the fewest rows: ``r`` is the row-major index over dims ``[:k]``, ``j`` the one
+over dims ``[k:]``, both below ``2^32``, so the flat index is ``r·n + j`` for rows of
+``n`` elements. The key then gives four threefry words, and every row its own seed:
+
+.. math::
+  s_0(r) = h_{w_0, w_1}(r),\\qquad s_1(r) = h_{w_2, w_3}(r),\\qquad
+  \\text{bits}(r, j) = h_{s_0(r), s_1(r)}(j),
+
+``h`` as above, multiplier ``f(s_0(r)) | 1`` included, all per element from iotas: a
+block or a shard still draws its own part alone, with no communication. The two
+properties carry over. Within a row ``h`` is the same feed-forward hash, and rows are
+hashed under unrelated seeds, so words repeat at the birthday rate over the whole
+array, which is nowhere a bijection. Two rows are related-key copies of each other
+only if their ``s1`` and ``m`` agree, 63 bits from two hashes of distinct ``r`` under
+independent 64-bit seeds: odds of about ``R^2/2^64`` among ``R`` rows (``R = 8`` for
+``B, H, T = 8, 16, 8192``). Arrays below ``2^32`` keep the single index and exactly
+their bits. A shape with no such split (one dim of ``2^32`` entries or more, or
+``2^32`` rows) still falls back to threefry bits of the whole shape, and a block of it
+draws the whole array and slices it.
 
 Why a hash rather than fewer random bits per element: drawing ``k < 32`` bits per
 element (or two 16-bit lanes of one word for two elements) saves generator work only
@@ -89,7 +110,7 @@ from jaxreg import _checks
 
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _LEVELS = float(2**_RESOLUTION_BITS)
-_HASHABLE_SIZE = 2**32  # Indices must fit a uint32 to be hashed.
+_HASHABLE_SIZE = 2**32  # Indices (flat, or of a row and in it) must fit a uint32.
 RESIDUALS = ("recompute", "packed")
 _MASK_NAME = "jaxreg_packed_mask"
 
@@ -185,11 +206,41 @@ def random_bits(key, shape: Sequence[int], *, start: Sequence | None = None,
   blocked = block_shape is not None
   if blocked:
     start, block_shape = _check_block(shape, start, block_shape)
-  if np.prod(shape, dtype=np.int64) >= _HASHABLE_SIZE:
+  split = _row_split(shape)
+  if split is None:
     bits = jax.random.bits(key, shape, jnp.uint32)
     return jax.lax.dynamic_slice(bits, start, block_shape) if blocked else bits
-  seed = jax.random.bits(key, (2,), jnp.uint32)
-  return _keyed_hash(_flat_index(shape, start, block_shape), seed)
+  if split == 0:
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    return _keyed_hash(_flat_index(shape, start, block_shape), seed)
+  return _keyed_hash_by_rows(key, shape, split, start, block_shape)
+
+
+def _row_split(shape: tuple[int, ...]) -> int | None:
+  """How ``shape`` is indexed: ``0`` when one uint32 index covers it, else the dim
+  ``k`` that splits it into rows (dims ``[:k]``) and positions in a row (dims ``[k:]``),
+  with as few rows as possible and both counts below ``2^32``; ``None`` when no
+  split exists (a single dim of ``2^32`` entries or more, or ``2^32`` rows)."""
+  def indexable(dims):
+    return np.prod(dims, dtype=np.int64) < _HASHABLE_SIZE
+  split = next(k for k in range(len(shape) + 1) if indexable(shape[k:]))
+  return split if split == 0 or indexable(shape[:split]) else None
+
+
+def _keyed_hash_by_rows(key, shape, split, start, block_shape) -> jax.Array:
+  """The bits of an array of ``2^32`` elements or more, split at dim ``split``: row
+  ``r`` gets its own seed ``(h(r), h'(r))`` and its elements the hash of their index
+  in the row under it (module docstring)."""
+  blocked = block_shape is not None
+  block_shape = block_shape if blocked else shape
+  start = start if blocked else (0,) * len(shape)
+  rows_shape = block_shape[:split] + (1,) * (len(shape) - split)
+  rows = _flat_index(shape[:split], start[:split], block_shape[:split])
+  rows = rows.reshape(rows_shape)
+  words = jax.random.bits(key, (4,), jnp.uint32)
+  row_seed = (_keyed_hash(rows, words[:2]), _keyed_hash(rows, words[2:]))
+  in_row = _flat_index(shape[split:], start[split:], block_shape[split:])
+  return _keyed_hash(in_row, row_seed)
 
 
 def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),

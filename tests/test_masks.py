@@ -10,6 +10,9 @@ here as a reference only, to show that they catch what they are meant to catch.
 """
 
 import functools
+import os
+import subprocess
+import sys
 
 import chex
 import hypothesis.extra.numpy as hnp
@@ -253,9 +256,9 @@ def test_blocks_at_a_traced_start_assemble_the_whole_mask():
 
 def test_a_block_of_the_threefry_fallback_is_its_slice(monkeypatch):
   monkeypatch.setattr(masks, "_HASHABLE_SIZE", 64)
-  whole = jax.random.bits(KEY, (8, 8), jnp.uint32)
+  whole = jax.random.bits(KEY, (3, 80), jnp.uint32)  # A dim of 80 has no row split.
   np.testing.assert_array_equal(
-      masks.random_bits(KEY, (8, 8), start=(2, 1), block_shape=(3, 4)), whole[2:5, 1:5])
+      masks.random_bits(KEY, (3, 80), start=(1, 7), block_shape=(2, 40)), whole[1:3, 7:47])
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -268,6 +271,173 @@ def test_a_block_of_the_threefry_fallback_is_its_slice(monkeypatch):
 def test_a_block_that_is_not_inside_the_mask_is_a_value_error(kwargs, match):
   with pytest.raises(ValueError, match=match):
     masks.keep_mask(KEY, (4, 4), 0.5, **kwargs)
+
+
+# Arrays of 2^32 elements or more: one seed per row ---------------------------------------
+#
+# The split is decided by masks._HASHABLE_SIZE alone; at 2^12 the row path runs on arrays
+# of up to 2^24 elements. The reference below is the module docstring's formula in NumPy.
+
+_SMALL_LIMIT = 2**12
+
+
+@pytest.fixture
+def small_limit(monkeypatch):
+  monkeypatch.setattr(masks, "_HASHABLE_SIZE", _SMALL_LIMIT)
+
+
+def _np_finalize(h):
+  h = h ^ (h >> np.uint32(16))
+  h = h * np.uint32(0x85EBCA6B)
+  h = h ^ (h >> np.uint32(13))
+  h = h * np.uint32(0xC2B2AE35)
+  return h ^ (h >> np.uint32(16))
+
+
+def _np_keyed_hash(index, s0, s1):
+  x = index ^ s0
+  return _np_finalize((_np_finalize(x) + s1) * (_np_finalize(s0) | np.uint32(1))) + x
+
+
+def _np_row_bits(words, rows, in_row):
+  """``h_{s0(r), s1(r)}(j)`` with ``s0(r) = h_{w0,w1}(r)``, ``s1(r) = h_{w2,w3}(r)``."""
+  words = np.asarray(words, np.uint32)
+  rows = np.asarray(rows, np.uint32)[:, None]
+  in_row = np.asarray(in_row, np.uint32)[None, :]
+  with np.errstate(over="ignore"):
+    return _np_keyed_hash(in_row, _np_keyed_hash(rows, words[0], words[1]),
+                          _np_keyed_hash(rows, words[2], words[3]))
+
+
+@pytest.mark.parametrize("shape,split", [
+    ((8, 16, 8192, 8192), 1), ((4096, 2**20), 1), ((2**20, 2**20), 1),
+    ((2, 2**16, 2**16), 2), ((3, 7), 0), ((2**32,), None), ((2, 2**32), None),
+    ((2**32, 2), None), ((2**16, 2**16, 2**16), None)])
+def test_the_split_leaves_the_fewest_rows_with_both_indices_in_32_bits(shape, split):
+  assert masks._row_split(shape) == split
+
+
+def test_arrays_below_32_bits_keep_the_single_index_hash():
+  words = np.asarray(jax.random.bits(KEY, (2,), jnp.uint32))
+  with np.errstate(over="ignore"):
+    expected = _np_keyed_hash(np.arange(42, dtype=np.uint32), words[0], words[1])
+  np.testing.assert_array_equal(masks.random_bits(KEY, (6, 7)), expected.reshape(6, 7))
+
+
+def test_large_arrays_hash_the_index_in_a_row_under_a_seed_of_the_row(small_limit):
+  shape = (3, 5, 40, 30)  # 15 rows of 1200.
+  words = jax.random.bits(KEY, (4,), jnp.uint32)
+  expected = _np_row_bits(words, np.arange(15), np.arange(1200)).reshape(shape)
+  np.testing.assert_array_equal(masks.random_bits(KEY, shape), expected)
+
+
+_LARGE_BLOCKS = [  # shape, start, block_shape, broadcast_dims
+    ((6, 40, 30), (2, 5, 3), (3, 20, 25), ()),
+    ((4, 5, 40, 30), (1, 2, 7, 0), (2, 3, 9, 30), ()),
+    ((4, 5, 40, 30), (1, 2, 7, 4), (2, 3, 9, 11), (1,)),
+    ((4, 3, 40, 60), (0, 0, 30, 10), (4, 3, 10, 50), (1,)),  # Broadcast: 4 rows of 2400.
+]
+
+
+@pytest.mark.parametrize("shape,start,block,dims", _LARGE_BLOCKS)
+def test_a_block_of_a_large_mask_is_the_slice_of_the_whole_mask(small_limit, shape,
+                                                                start, block, dims):
+  whole = masks.keep_mask(KEY, shape, 0.4, broadcast_dims=dims)
+  window = tuple(slice(0, 1) if d in dims else slice(s, s + n)
+                 for d, (s, n) in enumerate(zip(start, block)))
+  at = jax.jit(lambda s: masks.keep_mask(KEY, shape, 0.4, broadcast_dims=dims, start=s,
+                                         block_shape=block).mask)
+  np.testing.assert_array_equal(at(tuple(map(jnp.int32, start))), whole.mask[window])
+
+
+def test_blocks_at_a_traced_start_assemble_the_whole_large_mask(small_limit):
+  shape, rows = (4, 60, 80), 12
+
+  @jax.jit
+  def by_blocks(key):
+    def block(i):
+      start = (i // 5, (i % 5) * rows, jnp.int32(0))
+      return masks.keep_mask(key, shape, 0.3, start=start, block_shape=(1, rows, 80)).mask
+    return jax.lax.map(block, jnp.arange(20)).reshape(shape)
+
+  np.testing.assert_array_equal(by_blocks(KEY), masks.keep_mask(KEY, shape, 0.3).mask)
+
+
+@pytest.mark.parametrize("rate", (0.1, 0.5, 0.9))
+def test_large_masks_keep_one_minus_rate_with_binomial_row_counts(small_limit, rate):
+  keep = _keep_mask(KEY, (2048, 1024), rate)  # 2048 rows, each with its own seed.
+  q = float(keep.keep_prob)
+  n = keep.mask.size
+  assert abs(float(jnp.mean(keep.mask)) - q) < 5 * np.sqrt(q * (1 - q) / n)
+  counts = np.asarray(jnp.sum(keep.mask, axis=1))
+  chi2 = np.sum((counts - 1024 * q) ** 2) / (1024 * q * (1 - q))
+  assert abs(chi2 - counts.size) < 5 * np.sqrt(2 * counts.size)
+
+
+@pytest.mark.parametrize("axis,lag", [(0, 1), (0, 2), (0, 64), (1, 1), (1, 32)])
+def test_neighbouring_rows_and_elements_of_a_large_mask_are_uncorrelated(small_limit,
+                                                                        axis, lag):
+  mask = np.asarray(_keep_mask(KEY, (2048, 1024), 0.5).mask)
+  n = mask.shape[axis] - lag
+  first = np.take(mask, np.arange(n), axis=axis)
+  second = np.take(mask, np.arange(lag, lag + n), axis=axis)
+  assert abs(_correlation(first, second)) < 5 / np.sqrt(first.size)
+
+
+def test_words_of_a_large_array_repeat_at_the_birthday_rate(small_limit):
+  # 1024 rows of 1024: 128 repeats expected over the whole array, sd 11.3.
+  words = np.asarray(jax.jit(masks.random_bits, static_argnums=(1,))(KEY, (1024, 1024)))
+  assert abs(_repeated_word_z(words)) < 5
+
+
+_SHARDED_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jaxreg as jr
+from jaxreg import masks
+masks._HASHABLE_SIZE = 2**10  # (64, 512) is then 64 rows of 512.
+mesh, mesh2 = jax.make_mesh((8,), ("d",)), jax.make_mesh((2, 4), ("a", "b"))
+key, x = jax.random.key(3), jnp.ones((64, 512))
+f = jax.jit(lambda k, x: jr.dropout(k, x, 0.3))
+reference = np.asarray(f(key, x))
+assert np.array_equal(reference != 0, np.asarray(masks.keep_mask(key, x.shape, 0.3).mask))
+for spec, mesh_ in ((P("d", None), mesh), (P(None, "d"), mesh), (P("a", "b"), mesh2)):
+  xs = jax.device_put(x, NamedSharding(mesh_, spec))
+  assert np.array_equal(np.asarray(f(key, xs)), reference), spec
+  hlo = f.lower(key, xs).compile().as_text()
+  assert not any(c in hlo for c in ("all-gather", "all-to-all", "collective-permute",
+                                    "all-reduce")), spec
+def shard_block(k):
+  start = (jax.lax.axis_index("a") * 32, jax.lax.axis_index("b") * 128)
+  return masks.keep_mask(k, (64, 512), 0.3, start=start, block_shape=(32, 128)).mask
+blocks = jax.jit(jax.shard_map(shard_block, mesh=mesh2, in_specs=P(), out_specs=P("a", "b")))
+assert np.array_equal(np.asarray(blocks(key)), reference != 0), "shard_map blocks"
+print("ALL OK")
+"""
+
+
+def test_large_masks_are_identical_under_every_sharding_and_need_no_collective():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "ALL OK" in result.stdout
+
+
+def test_a_block_of_a_mask_of_2_to_the_33_elements_is_drawn_alone():
+  shape, block, rows = (2**17, 2**16), (8, 128), 100_000
+  draw = jax.jit(lambda k, r: masks.random_bits(k, shape, start=(r, jnp.int32(4096)),
+                                                block_shape=block))
+  compiled = draw.lower(KEY, rows).compile()
+  memory = compiled.memory_analysis()
+  if memory is not None:  # The whole array's bits would take 2^35 bytes.
+    assert memory.temp_size_in_bytes < 2**20
+  bits = compiled(KEY, rows)
+  assert bits.shape == block
+  expected = _np_row_bits(jax.random.bits(KEY, (4,), jnp.uint32),
+                          np.arange(rows, rows + 8), np.arange(4096, 4096 + 128))
+  np.testing.assert_array_equal(bits, expected)
 
 
 # 16-bit dtypes ---------------------------------------------------------------------------
@@ -351,12 +521,15 @@ def test_broadcast_dims_draw_one_entry_per_shared_slice():
   assert keep.mask.shape == (1, 5, 1)
 
 
-def test_arrays_too_large_to_index_in_32_bits_fall_back_to_threefry(monkeypatch):
+@pytest.mark.parametrize("shape", [(64,), (2, 80), (64, 2)])
+def test_arrays_without_a_row_split_below_32_bits_fall_back_to_threefry(monkeypatch,
+                                                                         shape):
   monkeypatch.setattr(masks, "_HASHABLE_SIZE", 64)
-  np.testing.assert_array_equal(masks.random_bits(KEY, (8, 8)),
-                                jax.random.bits(KEY, (8, 8), jnp.uint32))
-  assert not np.array_equal(masks.random_bits(KEY, (7, 9)),
-                            jax.random.bits(KEY, (7, 9), jnp.uint32))
+  np.testing.assert_array_equal(masks.random_bits(KEY, shape),
+                                jax.random.bits(KEY, shape, jnp.uint32))
+  for hashed in ((7, 9), (8, 8)):  # One index, or 8 rows of 8.
+    assert not np.array_equal(masks.random_bits(KEY, hashed),
+                              jax.random.bits(KEY, hashed, jnp.uint32))
 
 
 @pytest.mark.parametrize("broadcast_dims", [(), (0,)])
