@@ -20,6 +20,10 @@ another without waiting for each (JAX's asynchronous dispatch), the 80 losses wa
 for at the end. Everything is compiled before the clock starts; the compile times are
 reported on their own, since the loop compiles one fit and cross_validate the batched
 program.
+
+A last table says why the speed-up stays small where a step is made of matmuls: the
+first layer's matmul of each setup timed inside a compiled loop, alone and batched 80
+times (as ``vmap`` makes it), per fit.
 """
 
 from __future__ import annotations
@@ -65,9 +69,8 @@ class Setup:
 
 
 MINIBATCH = Setup("minibatch", hidden=64, batch=64, steps=300)
-SETUPS = (MINIBATCH,
-          Setup("full-batch", hidden=64, batch=None, steps=100),
-          Setup("narrow minibatch", hidden=8, batch=16, steps=300))
+NARROW = Setup("narrow minibatch", hidden=8, batch=16, steps=300)
+SETUPS = (MINIBATCH, Setup("full-batch", hidden=64, batch=None, steps=100), NARROW)
 
 
 def _data():
@@ -136,8 +139,18 @@ class Measured:
 
 
 @dataclasses.dataclass(frozen=True)
+class MatmulCost:
+  """Microseconds one matmul of ``shape`` (rows, inner, out) costs inside a compiled
+  loop: alone, and per fit when the 80 fits' matmuls run as one batched matmul."""
+  shape: tuple[int, int, int]
+  alone: float
+  batched_per_fit: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Result:
   setups: list[Measured]
+  matmuls: list[MatmulCost]
 
   def section(self) -> list[str]:
     rows = [[m.setup.name, m.setup.describe(), name, f"{s * 1e3:.4g}",
@@ -155,6 +168,17 @@ class Result:
         f"{MINIBATCH.name} setup.", "",
         *report._table(["setup", "model and training", "how", "ms for 80 fits",
                         "speed-up over the loop", "compile (s)", "difference"], rows), "",
+        "What batching can save in a step made of matmuls: a matmul of each setup's "
+        "first-layer shape inside a compiled loop (`lax.scan`, its operand changed "
+        "every step), alone and as one batched matmul of 80 with a left operand of its "
+        "own per fit (as in every layer after the first, whose input differs from fit "
+        "to fit, and in the backward pass), per fit. XLA's CPU code runs a batched "
+        "matmul as one small product after another, so it saves little.", "",
+        *report._table(["rows × inner × out", "µs alone", "µs per fit, batched × 80",
+                        "saved"],
+                       [[" × ".join(map(str, m.shape)), f"{m.alone:.2f}",
+                         f"{m.batched_per_fit:.2f}", f"{m.alone / m.batched_per_fit:.1f}×"]
+                        for m in self.matmuls]), "",
     ]
 
   def targets(self) -> list[targets.Target]:
@@ -218,10 +242,46 @@ def _measure(setup: Setup, data, quick: bool, log) -> Measured:
                   difference)
 
 
+_LOOP_STEPS = 300
+
+
+def _matmul_loop(shape, fits: int, with_matmul: bool):
+  """A compiled loop of ``_LOOP_STEPS`` steps, each a matmul of ``shape`` per fit (or
+  only what surrounds it), whose left operand depends on the carry so that XLA cannot
+  take the product out of the loop."""
+  rows, inner, out = shape
+
+  def loop(x, w):
+    def step(carry, _):
+      left = x + carry
+      product = jnp.einsum("fri,fio->fro", left, w) if with_matmul else left
+      return carry + jnp.tanh(product[:, :1, :1]), None
+    return jax.lax.scan(step, jnp.zeros((fits, 1, 1)), None, length=_LOOP_STEPS)[0]
+
+  keys = jax.random.split(jax.random.key(1))
+  return loop, (jax.random.normal(keys[0], (fits, rows, inner)),
+                jax.random.normal(keys[1], (fits, inner, out)) * 0.1)
+
+
+def _matmul_costs(quick: bool) -> list[MatmulCost]:
+  fits = len(STRENGTHS) * FOLDS
+  costs = []
+  for setup in (MINIBATCH, NARROW):
+    shape = (setup.batch, FEATURES, setup.hidden)
+    cases = {f"{n} {part}": _matmul_loop(shape, n, part == "with")
+             for n in (1, fits) for part in ("with", "without")}
+    seconds = timing.compare(cases, QUICK if quick else timing.Budget(4.0, 5, 50))
+    per_step = {n: (seconds[f"{n} with"] - seconds[f"{n} without"]) / _LOOP_STEPS * 1e6
+                for n in (1, fits)}
+    costs.append(MatmulCost(shape, per_step[1], per_step[fits] / fits))
+  return costs
+
+
 def run(quick: bool, log) -> Result:
   data = _data()
   setups = SETUPS[:1] if quick else SETUPS
-  return Result([_measure(setup, data, quick, log) for setup in setups])
+  return Result([_measure(setup, data, quick, log) for setup in setups],
+                _matmul_costs(quick))
 
 
 def _seconds(fn) -> float:

@@ -205,8 +205,10 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
     key: split into one key per fold; every grid point gets the same key on a fold
       (common random numbers: points differ by their hparams, not their init or
       dropout draws). ``None`` passes ``None`` to ``fit``.
-    batch_size: how many (point, fold) fits run at once; ``None`` runs all of them in
-      one vmap, otherwise ``jax.lax.map`` runs chunks of this size one after another.
+    batch_size: at most how many (point, fold) fits run at once; ``None`` runs all of
+      them in one vmap. Otherwise ``jax.lax.map`` runs chunks one after another: of
+      ``batch_size // k`` points with all ``k`` folds each, or, for ``batch_size < k``,
+      of one point's folds ``batch_size`` at a time.
       How much batching gains depends on how much work one step does: see the Speed
       section of docs/cv.md (``benchmarks/cv_bench.py``).
     regularization: what "more regularized" means for the one-standard-error choice: a
@@ -248,16 +250,24 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
 
   @jax.jit
   def run(grid, data, fold_ids, key):
-    # Pair p is grid point p // count on fold p % count; its hparams and key are laid
-    # out before the map, so that fit sees plain batched inputs.
-    points = np.repeat(np.arange(size), count)
-    folds = np.tile(np.arange(count, dtype=np.int32), size)
-    pairs = (jax.tree.map(lambda leaf: leaf[points], grid), folds,
-             None if key is None else jax.random.split(key, count)[folds])
-    fn = lambda pair: one(*pair, data, fold_ids)
-    losses, bad = (jax.vmap(fn)(pairs) if batch_size is None
-                   else jax.lax.map(fn, pairs, batch_size=batch_size))
-    return losses.reshape(size, count), bad.reshape(size, count).any(axis=1)
+    fold_keys = None if key is None else jax.random.split(key, count)
+    folds = jnp.arange(count, dtype=jnp.int32)
+
+    def point(hparams):
+      # The folds inside, the grid outside: a fold's key and weights are the same for
+      # every point, so what depends on them alone (minibatch draws, gathered rows, the
+      # first layer's input) stays unbatched along the grid and is computed once per
+      # fold (10-40% faster than one flat vmap over (point, fold) pairs on a CPU).
+      fn = lambda fold_and_key: one(hparams, *fold_and_key, data, fold_ids)
+      if batch_size is None or batch_size >= count:
+        return jax.vmap(fn)((folds, fold_keys))
+      return jax.lax.map(fn, (folds, fold_keys), batch_size=batch_size)
+
+    if batch_size is None:
+      losses, bad = jax.vmap(point)(grid)
+    else:
+      losses, bad = jax.lax.map(point, grid, batch_size=max(1, batch_size // count))
+    return losses, bad.any(axis=1)
 
   per_fold, failed = run(grid, data, fold_ids, key)
   if not isinstance(failed, jax.core.Tracer) and bool(np.all(failed)):

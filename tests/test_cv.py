@@ -181,7 +181,7 @@ def table_score(point, data, weights):
   return jnp.asarray(TABLE)[point, fold]
 
 
-@pytest.mark.parametrize("batch_size", [None, 7])
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 7, 8])
 def test_summary_and_one_se_rule_against_numpy(batch_size):
   points = jnp.arange(5)
   strength = np.array([0.1, 0.3, 1.0, 3.0, 10.0])
@@ -221,7 +221,8 @@ def test_failed_points_are_marked_and_never_chosen():
                       jnp.arange(3.0), folds=4)
 
 
-def test_fold_keys_are_shared_across_the_grid_and_differ_across_folds():
+@pytest.mark.parametrize("batch_size", [None, 2, 8])
+def test_fold_keys_are_shared_across_the_grid_and_differ_across_folds(batch_size):
   def fit(point, key, data, weights):
     return jax.random.uniform(key)
 
@@ -229,8 +230,10 @@ def test_fold_keys_are_shared_across_the_grid_and_differ_across_folds():
     return draw
 
   result = cv.cross_validate(fit, score, ROWS, jnp.arange(3.0), folds=4,
-                             key=jax.random.key(0))
+                             key=jax.random.key(0), batch_size=batch_size)
   per_fold = np.asarray(result.per_fold)
+  fold_keys = jax.random.split(jax.random.key(0), 4)
+  np.testing.assert_array_equal(per_fold[0], jax.vmap(jax.random.uniform)(fold_keys))
   np.testing.assert_array_equal(per_fold, np.broadcast_to(per_fold[0], (3, 4)))
   assert len(np.unique(per_fold[0])) == 4
 
