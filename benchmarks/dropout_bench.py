@@ -42,7 +42,7 @@ def _forward_backward(drop, rate):
   return step
 
 
-_BUILDERS = {"forward": _forward, "forward+backward": _forward_backward}
+BUILDERS = {"forward": _forward, "forward+backward": _forward_backward}
 
 
 def run(sizes: Sequence[int], rates: Sequence[float], dtypes: Sequence[str],
@@ -55,7 +55,7 @@ def run(sizes: Sequence[int], rates: Sequence[float], dtypes: Sequence[str],
     x = jax.random.normal(x_key, shape, dtype)
     g = jax.random.normal(g_key, shape, dtype)
     for rate, pass_ in itertools.product(rates, PASSES):
-      build = _BUILDERS[pass_]
+      build = BUILDERS[pass_]
       cases = {name: (build(drop, rate), (key, x, g))
                for name, drop in implementations.SPEED.items()}
       rows.append(Row(size, rate, dtype, pass_, timing.compare(cases, budget)))

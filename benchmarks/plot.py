@@ -7,10 +7,10 @@ import matplotlib
 matplotlib.use("Agg")  # Files only: the benchmark may run without a display.
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 
+from benchmarks import half_bench  # noqa: E402
 from benchmarks import implementations  # noqa: E402
 
 RATE, DTYPE = 0.5, "float32"
-HALF_DTYPES = ("bfloat16", "float16")
 
 
 def _series(rows, pass_, dtype=DTYPE):
@@ -37,7 +37,7 @@ def save(rows, path, title: str) -> None:
       "jaxreg / copy": [s["jaxreg"] / s["copy x*2"] for s in seconds],
       "flax.linen / jaxreg, fwd+bwd": [s["flax.linen"] / s["jaxreg"] for s in seconds_fb],
   }
-  for dtype in HALF_DTYPES:  # jaxreg at 16 bits over jaxreg at 32, where measured.
+  for dtype in half_bench.HALF_DTYPES:  # jaxreg at 16 bits over jaxreg at 32, where measured.
     half_sizes, half = _series(rows, "forward", dtype)
     if half_sizes == sizes:
       curves[f"jaxreg {dtype} / float32"] = [h["jaxreg"] / s["jaxreg"]

@@ -70,18 +70,6 @@ def _dropout_table(rows, pass_) -> list[str]:
   return _table(header, body)
 
 
-def _half_precision_table(rows) -> list[str]:
-  """jaxreg's 16-bit rows against its float32 row of the same size, rate and pass."""
-  single = {(r.size, r.rate, r.pass_): r.seconds["jaxreg"] for r in rows
-            if r.dtype == "float32"}
-  body = [[f"2^{r.size.bit_length() - 1}", f"{r.rate}", r.pass_, r.dtype,
-           f"{r.seconds['jaxreg'] / single[r.size, r.rate, r.pass_]:.2f}×",
-           f"{r.seconds['jaxreg'] / r.seconds['copy x*2']:.2f}×"]
-          for r in rows if r.dtype != "float32" and (r.size, r.rate, r.pass_) in single]
-  return _table(["size", "rate", "pass", "dtype", "jaxreg / jaxreg float32",
-                 "jaxreg / copy of the dtype"], body)
-
-
 def dropout_section(rows: list[dropout_bench.Row]) -> list[str]:
   return [
       "## Dropout speed", "",
@@ -90,11 +78,6 @@ def dropout_section(rows: list[dropout_bench.Row]) -> list[str]:
       "### Forward", "", *_dropout_table(rows, "forward"), "",
       "### Forward + backward (`jax.vjp`, then the pullback of a fixed cotangent)", "",
       *_dropout_table(rows, "forward+backward"), "",
-      "### 16-bit against float32", "",
-      "jaxreg's dropout of a 16-bit array over its float32 dropout of the same shape, "
-      "and over the 16-bit copy floor (half the bytes of the float32 one). All dtypes "
-      "draw the same mask; the quotient `x/q` is rounded once, from float32.", "",
-      *_half_precision_table(rows), "",
   ]
 
 

@@ -19,6 +19,7 @@ import jax
 from benchmarks import attention_bench
 from benchmarks import cv_bench
 from benchmarks import dropout_bench
+from benchmarks import half_bench
 from benchmarks import memory_bench
 from benchmarks import penalty_bench
 from benchmarks import plot
@@ -33,7 +34,7 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 # Benchmarks with a table of their own: each module has ``run(quick: bool, log) ->
 # result`` and ``result.section() -> list[str]`` (Markdown lines) and
 # ``result.targets() -> list[targets.Target]``. They run after the core tables, in order.
-SUITES = (sharding_bench, cv_bench, attention_bench)
+SUITES = (half_bench, sharding_bench, cv_bench, attention_bench)
 
 
 @dataclasses.dataclass(frozen=True)

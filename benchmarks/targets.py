@@ -14,8 +14,6 @@ from benchmarks import penalty_bench
 
 SIZE = 2**22  # The array size the dropout targets are stated at.
 PENALTY_BOUND = 1.5
-HALF_DTYPES = ("bfloat16", "float16")
-HALF_BOUND = 1.0  # 16-bit dropout / float32 dropout of the same shape.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +44,6 @@ def _near_copy(rows, rate, bound) -> Target:
   ratio = seconds["jaxreg"] / seconds["copy x*2"]
   return Target(f"forward dropout, 2^22 float32, rate {rate}: jaxreg / copy floor = "
                 f"{ratio:.2f}× (target ≤ {bound}×)", ratio <= bound)
-
-
-def _half_precision(rows, rate, dtype) -> Target:
-  half = _row(rows, rate, "forward", dtype).seconds
-  ratio = half["jaxreg"] / _row(rows, rate, "forward").seconds["jaxreg"]
-  floor = half["jaxreg"] / half["copy x*2"]
-  return Target(f"forward dropout, 2^22 {dtype}, rate {rate}: jaxreg {dtype} / jaxreg "
-                f"float32 = {ratio:.2f}× (target ≤ {HALF_BOUND}×); {dtype} jaxreg / "
-                f"{dtype} copy floor = {floor:.2f}×", ratio <= HALF_BOUND)
 
 
 def _residual(memory: memory_bench.Result) -> list[Target]:
@@ -89,8 +78,6 @@ def check(dropout_rows, memory, penalties) -> list[Target]:
       _speedup(dropout_rows, 0.5, "forward", 10),
       _near_copy(dropout_rows, 0.5, 3),
       _speedup(dropout_rows, 0.1, "forward+backward", 4),
-      *(_half_precision(dropout_rows, rate, dtype) for dtype in HALF_DTYPES
-        for rate in (0.1, 0.5) if any(r.dtype == dtype for r in dropout_rows)),
       *_residual(memory),
       *_penalties(penalties),
   ]
