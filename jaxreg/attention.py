@@ -136,7 +136,7 @@ def dot_product_attention(
   # Both paths scale the query first, as Flax does, so their logits agree bit for bit.
   query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
   weights_dtype = jnp.float32 if force_fp32_for_softmax else dtype
-  dropout = _Dropout(dropout_rng, rate, broadcast_dropout, exact, dtype, shape) if drops else None
+  dropout = _Dropout(dropout_rng, rate, broadcast_dropout, exact, shape) if drops else None
   if implementation == "dense":
     return _dense(query, key, value, bias, mask, is_causal, dropout, residual, module,
                   weights_dtype, qk_einsum, wv_einsum)
@@ -210,8 +210,8 @@ class _Dropout:
   """The attention dropout: its mask is that of the whole ``(batch..., heads, q, k)``
   weights, whichever block of them asks."""
 
-  def __init__(self, rng, rate, broadcast: bool, exact: bool, dtype, shape):
-    self.rng, self.rate, self.exact, self.dtype, self.shape = rng, rate, exact, dtype, shape
+  def __init__(self, rng, rate, broadcast: bool, exact: bool, shape):
+    self.rng, self.rate, self.exact, self.shape = rng, rate, exact, shape
     # Flax's broadcast_dropout shares the mask over every batch dim and the heads.
     self.broadcast_dims = tuple(range(len(shape) - 2)) if broadcast else ()
 
@@ -219,15 +219,20 @@ class _Dropout:
     return masks.keep_mask(self.rng, self.shape, self.rate, broadcast_dims=self.broadcast_dims,
                            exact=self.exact, start=start, block_shape=block_shape)
 
-  def divisor(self, keep_prob, dtype):
-    """What kept weights are divided by. Flax forms ``1 - p`` in Python and rounds it
-    once to ``dtype``; the fast path's ``q`` is the probability it truly drew with.
-    ``q = 0`` (everything dropped) divides by 1, so no ``0/0`` comes out."""
-    if self.exact and isinstance(self.rate, float):
+  def scale(self, x, kept, keep_prob, dtype):
+    """``x``'s kept entries over the keep probability, 0 elsewhere. The fast path
+    scales as ``jr.dropout`` does (:func:`jaxreg.masks.scale_kept`: by ``1/q`` in
+    float32, rounded once to ``x``'s dtype). ``exact=True`` keeps Flax's arithmetic,
+    ``x · (keep / (1 - p))`` with ``1 - p`` formed in Python and the factor in the
+    computation ``dtype``: bit-exact to Flax, and like Flax off by the rounding of
+    ``q`` in bfloat16. ``q = 0`` (everything dropped) divides by 1, so no ``0/0``."""
+    if not self.exact:
+      return masks.scale_kept(x, kept, keep_prob)
+    if isinstance(self.rate, float):
       q = jnp.asarray(1.0 - self.rate, dtype)
     else:
       q = keep_prob.astype(dtype)
-    return jnp.where(q > 0, q, jnp.ones((), dtype))
+    return x * (kept.astype(dtype) / jnp.where(q > 0, q, jnp.ones((), dtype)))
 
 
 def _unfused(mask, shape):
@@ -271,9 +276,7 @@ def _dense(query, key, value, bias, mask, is_causal, dropout, residual, module,
   def dropped_product(weights, value):
     keep = dropout.keep()
     kept = _unfused(masks.as_residual(keep.mask, residual), weights.shape)
-    # Flax's expression: multiplying by keep/q (not dividing by q) is bit-exact to it.
-    multiplier = kept.astype(dtype) / dropout.divisor(keep.keep_prob, dtype)
-    return wv_einsum(_WV, weights * multiplier, value)
+    return wv_einsum(_WV, dropout.scale(weights, kept, keep.keep_prob, dtype), value)
 
   # prevent_cse=False lets XLA fuse the recomputed mask into the backward's consumers
   # (with the barrier it materializes a (batch, heads, q, k) temporary instead).
@@ -353,8 +356,7 @@ def _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
           kept, keep_prob = keep.mask, keep.keep_prob
         else:
           kept, keep_prob = _block(whole_mask.mask, starts, tile), whole_mask.keep_prob
-        divisor = dropout.divisor(keep_prob, jnp.float32)
-        probs = jnp.where(_unfused(kept, probs.shape), probs / divisor, 0.0)
+        probs = dropout.scale(probs, _unfused(kept, probs.shape), keep_prob, jnp.float32)
       update = wv_einsum(_WV, probs.astype(weights_dtype), v_block).astype(jnp.float32)
       acc = acc * jnp.swapaxes(rescale, -1, -2)[..., None] + update
       return (new_max, normalizer, acc), None

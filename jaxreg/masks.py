@@ -70,21 +70,25 @@ draws the whole array and slices it.
 Why a hash rather than fewer random bits per element: drawing ``k < 32`` bits per
 element (or two 16-bit lanes of one word for two elements) saves generator work only
 where the compiled loop can share one word between elements. XLA emits one
-computation per output element, so a word shared by two elements is hashed twice, or
-written to memory and read back: measured on CPU, 1.1 to 3 times slower than one hash
-per element. One hash per element keeps one algorithm and one mask for every dtype
-and rate at ``2^-24`` resolution (float32 and bfloat16 dropout with the same key drop
-the same entries), and needs no data movement between elements, which is what keeps
-it sharding-invariant. Timings against Flax and a copy floor are in
+computation per output element, so a word shared by two elements is hashed twice
+(even laid out as ``(..., n/2, 2)``, where the pair is adjacent), or written to memory
+and read back, or packed into a uint32 whose bitcast to two 16-bit values is a pass of
+its own: measured on CPU, 1.2 to 4.5 times slower than one hash per element. One
+hash per element keeps one algorithm and one mask for every dtype and rate at
+``2^-24`` resolution (float32 and bfloat16 dropout with the same key drop the same
+entries), and needs no data movement between elements, which is what keeps it
+sharding-invariant. Timings against Flax and a copy floor are in
 ``benchmarks/results/``.
 
 **The threshold.** Entry ``i`` is kept when the top 24 bits of its word are below
 ``q·2^24``, with ``q`` the float32 value of ``1 - rate`` rounded down to a multiple
 of ``2^-24`` (so ``|q - (1 - rate)| < 2^-23``). So ``P(keep) = q`` exactly, and ``q``
 is exact in float32: callers scale by the probability the mask was truly drawn with,
-and ``E[m·x/q] = x`` holds exactly. Every dtype draws the same mask; for bfloat16 and
-float16, :func:`scale_kept` divides by ``q`` in float32 and rounds once, so the
-16-bit scale is still the realized ``q`` and not ``q`` rounded to 8 or 11 bits.
+and ``E[m·x/q] = x`` holds up to the rounding of the product. :func:`scale_kept`
+multiplies by ``s = 1/q`` rounded once to float32 (``|q·s - 1| <= 2^-24``), on every
+backend and whether the rate is a constant or traced. Every dtype draws the same mask; for
+bfloat16 and float16 the product is taken in float32 and rounded once, so the 16-bit
+scale is still the realized ``q`` and not ``q`` rounded to 8 or 11 bits.
 
 **The exact path** (``exact=True``) is ``jax.random.bernoulli(key, 1 - rate, shape)``,
 draw for draw what ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` use, so results are
@@ -300,13 +304,18 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
 
 
 def scale_kept(x: jax.Array, mask: jax.Array, keep_prob) -> jax.Array:
-  r"""Inverted dropout's :math:`m \odot x / q`: ``x / keep_prob`` where ``mask``, else 0.
+  r"""Inverted dropout's :math:`m \odot x / q`: ``x · s`` where ``mask``, else 0, with
+  :math:`s = 1/q` rounded once to float32 (or to ``x``'s dtype, if wider).
 
-  The quotient is taken in float32 (or ``x``'s dtype, if wider) with ``q`` as the mask
-  was drawn, and rounded once to ``x``'s dtype: a bfloat16 or float16 ``x`` is scaled
-  by the realized keep probability itself, not by ``q`` first rounded to 8 or 11
-  bits, which would bias :math:`E[y]` by up to :math:`2^{-9}` of ``x``.
-  ``keep_prob == 0`` (a traced rate of 1, where the mask keeps nothing) gives zeros.
+  ``q`` is the keep probability as the mask was drawn. The product is taken in float32
+  (or ``x``'s dtype, if wider) and rounded once to ``x``'s dtype: a bfloat16 or float16
+  ``x`` is scaled by the realized keep probability itself, not by ``q`` first rounded
+  to 8 or 11 bits, which would bias :math:`E[y]` by up to :math:`2^{-9}` of ``x``.
+  The product by ``s`` is what XLA makes of a division by a scalar anyway (on CPU, for
+  a constant and a traced ``q`` alike); written out, it is the same on every backend.
+  It differs from the correctly rounded ``x/q`` by at most one unit in the last place
+  of the float32 product. ``keep_prob == 0`` (a traced rate of 1, where the mask keeps
+  nothing) gives zeros.
 
   >>> import jax.numpy as jnp
   >>> scale_kept(jnp.ones(3, jnp.bfloat16), jnp.array([True, False, True]), 0.75)
@@ -314,33 +323,38 @@ def scale_kept(x: jax.Array, mask: jax.Array, keep_prob) -> jax.Array:
   """
   q = jnp.asarray(keep_prob, jnp.float32)
   wide = jnp.promote_types(x.dtype, jnp.float32)
-  safe_q = jnp.where(q > 0, q, 1.0).astype(wide)
+  scale = 1 / jnp.where(q > 0, q, 1.0).astype(wide)
   if x.dtype == jnp.bfloat16:
-    return _scale_kept_bfloat16(x, mask, safe_q)
-  return _scale_kept_converting(x, mask, safe_q)
+    return _scale_kept_bfloat16(x, mask, scale)
+  return _scale_kept_converting(x, mask, scale)
 
 
-def _scale_kept_converting(x, mask, q):
-  return jnp.where(mask, x.astype(q.dtype) / q, 0).astype(x.dtype)
+def _scale_kept_converting(x, mask, scale):
+  return jnp.where(mask, x.astype(scale.dtype) * scale, 0).astype(x.dtype)
 
 
-def _scale_kept_rounding_bits(x, mask, q):
-  """bfloat16 ``m·x/q`` with the float32 -> bfloat16 rounding (to nearest, ties to
+def _scale_kept_rounding_bits(x, mask, scale):
+  """bfloat16 ``m·x·s`` with the float32 -> bfloat16 rounding (to nearest, ties to
   even) done on the integer bits: on CPU, XLA's own conversion makes this loop about
   1.5 times slower (``benchmarks/``), enough to make bfloat16 dropout slower than
-  float32. A NaN quotient keeps its sign and top payload bits and is made quiet."""
-  quotient = x.astype(jnp.float32) / q
-  bits = jax.lax.bitcast_convert_type(quotient, jnp.uint32)
+  float32.
+
+  NaN needs no case of its own: ``s`` is finite and positive, so the product is NaN
+  only where ``x`` is, and IEEE multiplication returns that NaN made quiet (or the
+  default NaN): either way its low 16 bits are those of a widened bfloat16, zero, the
+  rounding adds no carry, and the top half is a quiet NaN with ``x``'s sign and
+  payload."""
+  product = x.astype(jnp.float32) * scale
+  bits = jax.lax.bitcast_convert_type(product, jnp.uint32)
   rounded = (bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))) >> 16
-  rounded = jnp.where(jnp.isnan(quotient), (bits >> 16) | jnp.uint32(0x40), rounded)
   kept = jnp.where(mask, rounded, jnp.uint32(0)).astype(jnp.uint16)
   return jax.lax.bitcast_convert_type(kept, jnp.bfloat16)
 
 
 @jax.custom_jvp
-def _scale_kept_bfloat16(x, mask, q):
+def _scale_kept_bfloat16(x, mask, scale):
   # Elsewhere the backend's own conversion is native and fast.
-  return jax.lax.platform_dependent(x, mask, q, cpu=_scale_kept_rounding_bits,
+  return jax.lax.platform_dependent(x, mask, scale, cpu=_scale_kept_rounding_bits,
                                     default=_scale_kept_converting)
 
 
@@ -348,11 +362,11 @@ def _scale_kept_bfloat16(x, mask, q):
 def _scale_kept_bfloat16_jvp(primals, tangents):
   # Integer bit operations have no transpose: tangents take the converting form,
   # which rounds the same way, so that reverse mode works through them.
-  x, mask, q = primals
-  dx, _, dq = tangents
+  x, mask, scale = primals
+  dx, _, dscale = tangents
   wide = jnp.where(mask, x.astype(jnp.float32), 0)
-  tangent = jnp.where(mask, dx.astype(jnp.float32) / q, 0) - wide * dq / q**2
-  return _scale_kept_bfloat16(x, mask, q), tangent.astype(jnp.bfloat16)
+  tangent = jnp.where(mask, dx.astype(jnp.float32) * scale, 0) + wide * dscale
+  return _scale_kept_bfloat16(x, mask, scale), tangent.astype(jnp.bfloat16)
 
 
 def standard_normal(key, shape: Sequence[int], dtype) -> jax.Array:

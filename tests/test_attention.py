@@ -29,6 +29,7 @@ import pytest
 
 import jaxreg as jr
 from jaxreg import attention
+from jaxreg import masks
 
 KEY = jax.random.key(0)
 DROP_KEY = jax.random.key(7)
@@ -206,6 +207,25 @@ def test_blockwise_equals_dense(case):
     want = nn.dot_product_attention(q, k, v, bias, **{
         n: kwargs[n] for n in ("mask", "dropout_rng", "dropout_rate")})
     np.testing.assert_allclose(blockwise, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_bfloat16_weights_are_scaled_by_the_realized_q_without_bias(rate):
+  # Dividing by q rounded to bfloat16 (0.9 -> 0.8984, whose reciprocal rounds to
+  # 1.1094) scales every kept weight by 0.9984 on average instead of 1 (by 1.0008 at
+  # rate 0.3), as Flax does. The dense path scales bfloat16 weights as jr.dropout
+  # does, by 1/q in float32 rounded once, so only per-entry rounding is left.
+  shape = (1, 128, 4, 128)
+  q, k, _ = qkv(shape, dtype=jnp.bfloat16)
+  eye = one_hot_values(shape).astype(jnp.bfloat16)
+  attend = jit_once(lambda rate: jr.attention.dot_product_attention(
+      q, k, eye, dropout_rng=DROP_KEY, dropout_rate=rate, broadcast_dropout=False,
+      implementation="dense"))
+  weights, dropped = (np.float32(attend(r)) for r in (0.0, rate))
+  kept = dropped != 0
+  keep_prob = float(masks.keep_mask(DROP_KEY, (1,), rate).keep_prob)
+  mean_scale = np.mean(dropped[kept] / weights[kept]) * keep_prob
+  assert abs(mean_scale - 1) < 2e-4, mean_scale
 
 
 def test_blockwise_bfloat16_and_forward_mode():
