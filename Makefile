@@ -24,4 +24,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis out
