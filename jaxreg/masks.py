@@ -86,9 +86,9 @@ of ``2^-24`` (so ``|q - (1 - rate)| < 2^-23``). So ``P(keep) = q`` exactly, and 
 is exact in float32: callers scale by the probability the mask was truly drawn with,
 and ``E[m·x/q] = x`` holds up to the rounding of the product. :func:`scale_kept`
 multiplies by ``s = 1/q`` rounded once to float32 (``|q·s - 1| <= 2^-24``), on every
-backend and whether the rate is a constant or traced. Every dtype draws the same mask; for
-bfloat16 and float16 the product is taken in float32 and rounded once, so the 16-bit
-scale is still the realized ``q`` and not ``q`` rounded to 8 or 11 bits.
+backend and whether the rate is a constant or traced. Every dtype draws the same mask;
+for bfloat16 and float16 the product is taken in float32 and rounded once, so the
+16-bit scale is still the realized ``q`` and not ``q`` rounded to 8 or 11 bits.
 
 **The exact path** (``exact=True``) is ``jax.random.bernoulli(key, 1 - rate, shape)``,
 draw for draw what ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` use, so results are
