@@ -21,9 +21,10 @@ for at the end. Everything is compiled before the clock starts; the compile time
 reported on their own, since the loop compiles one fit and cross_validate the batched
 program.
 
-A last table says why the speed-up stays small where a step is made of matmuls: the
-first layer's matmul of each setup timed inside a compiled loop, alone and batched 80
-times (as ``vmap`` makes it), per fit.
+A last table says why the speed-up stays small where a step is made of matmuls: a
+matmul of each setup's first-layer shape timed inside a compiled loop, alone and
+batched 80 times with an operand of its own per fit (as ``vmap`` makes every layer
+after the first), per fit.
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ class Result:
         f"jaxreg's dropout at 2^{SIZE.bit_length() - 1} elements `{SHAPE}`: float32, "
         "bfloat16 and float16 timed in one interleaved comparison with the copy floor "
         "of each dtype, so that the ratios compare the same moments of the machine. "
-        "All dtypes draw the same mask; a 16-bit `x/q` is taken in float32 and rounded "
-        "once.", "",
+        "All dtypes draw the same mask; a 16-bit `x·(1/q)` is taken in float32 and "
+        "rounded once.", "",
         *report._table(["rate", "pass", "dtype", "ms", "over float32 dropout",
                         "over the dtype's copy floor"], body), "",
     ]

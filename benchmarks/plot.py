@@ -37,7 +37,7 @@ def save(rows, path, title: str) -> None:
       "jaxreg / copy": [s["jaxreg"] / s["copy x*2"] for s in seconds],
       "flax.linen / jaxreg, fwd+bwd": [s["flax.linen"] / s["jaxreg"] for s in seconds_fb],
   }
-  for dtype in half_bench.HALF_DTYPES:  # jaxreg at 16 bits over jaxreg at 32, where measured.
+  for dtype in half_bench.HALF_DTYPES:  # jaxreg at 16 bits over 32, where measured.
     half_sizes, half = _series(rows, "forward", dtype)
     if half_sizes == sizes:
       curves[f"jaxreg {dtype} / float32"] = [h["jaxreg"] / s["jaxreg"]
