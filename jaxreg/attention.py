@@ -136,7 +136,8 @@ def dot_product_attention(
   # Both paths scale the query first, as Flax does, so their logits agree bit for bit.
   query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
   weights_dtype = jnp.float32 if force_fp32_for_softmax else dtype
-  dropout = _Dropout(dropout_rng, rate, broadcast_dropout, exact, shape) if drops else None
+  dropout = (_Dropout(dropout_rng, rate, broadcast_dropout, exact, shape, weights_dtype)
+             if drops else None)
   if implementation == "dense":
     return _dense(query, key, value, bias, mask, is_causal, dropout, residual, module,
                   weights_dtype, qk_einsum, wv_einsum)
@@ -210,14 +211,18 @@ class _Dropout:
   """The attention dropout: its mask is that of the whole ``(batch..., heads, q, k)``
   weights, whichever block of them asks."""
 
-  def __init__(self, rng, rate, broadcast: bool, exact: bool, shape):
+  def __init__(self, rng, rate, broadcast: bool, exact: bool, shape, dtype):
     self.rng, self.rate, self.exact, self.shape = rng, rate, exact, shape
+    # The weights' dtype sets the mask's resolution, the same in the dense and the
+    # blockwise path (whose float32 probabilities stand in for the weights).
+    self.dtype = dtype
     # Flax's broadcast_dropout shares the mask over every batch dim and the heads.
     self.broadcast_dims = tuple(range(len(shape) - 2)) if broadcast else ()
 
   def keep(self, start=None, block_shape=None) -> masks.KeepMask:
     return masks.keep_mask(self.rng, self.shape, self.rate, broadcast_dims=self.broadcast_dims,
-                           exact=self.exact, start=start, block_shape=block_shape)
+                           exact=self.exact, start=start, block_shape=block_shape,
+                           dtype=self.dtype)
 
   def scale(self, x, kept, keep_prob, dtype):
     """``x``'s kept entries over the keep probability, 0 elsewhere. The fast path

@@ -100,7 +100,8 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
   Inverted mode (default): :math:`y = m \odot x / q` in training, :math:`y = x` when
   deterministic. Classic mode: :math:`y = m \odot x` in training,
   :math:`y = (1-p)\,x` when deterministic. Here :math:`m_i \sim \mathrm{Bernoulli}(q)`
-  with :math:`q = 1 - p` (to :math:`2^{-24}`, see :mod:`jaxreg.masks`).
+  with :math:`q = 1 - p` (to :math:`2^{-24}`, or :math:`2^{-16}` for a 16-bit ``x``; see
+  :mod:`jaxreg.masks`).
 
   The backward pass of :math:`y = m \odot x / q` needs only the mask, and by default
   stores none of it: the mask is drawn again from the key (``residual="recompute"``).
@@ -153,7 +154,8 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
 
   def apply_mask(x):
     keep = masks.keep_mask(key, x.shape if global_shape is None else global_shape, rate,
-                           broadcast_dims=broadcast_dims, exact=exact, **block)
+                           broadcast_dims=broadcast_dims, exact=exact, dtype=x.dtype,
+                           **block)
     mask = masks.as_residual(keep.mask, residual)
     if mode == "classic":
       return jnp.where(mask, x, jnp.zeros((), x.dtype))
@@ -166,11 +168,13 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
 
 
 def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
-                 exact: bool = False) -> jax.Array:
+                 exact: bool = False, dtype=None) -> jax.Array:
   """The boolean keep-mask that :func:`dropout` applies for the same arguments.
 
   ``True`` means kept. The mask has the full ``shape``, constant along
-  ``broadcast_dims``.
+  ``broadcast_dims``. ``dtype`` is that of the ``x`` it is for: :func:`dropout` draws
+  a 16-bit ``x``'s mask at a resolution of its own (:func:`jaxreg.masks.keep_mask`);
+  ``None`` gives the mask of a float32 ``x``.
 
   >>> import jax
   >>> dropout_mask(jax.random.key(0), (2, 3), 0.5, broadcast_dims=(0,)).shape
@@ -182,7 +186,8 @@ def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[in
   if trivial is not None:
     return jnp.full(shape, trivial == 0.0)
   return jnp.broadcast_to(
-      masks.keep_mask(key, shape, rate, broadcast_dims=broadcast_dims, exact=exact).mask,
+      masks.keep_mask(key, shape, rate, broadcast_dims=broadcast_dims, exact=exact,
+                      dtype=dtype).mask,
       shape)
 
 
@@ -212,7 +217,8 @@ def alpha_dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
   rate = _checks.check_rate(rate)
   if (shortcut := _without_mask(x, rate, deterministic)) is not None:
     return shortcut
-  keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact)
+  keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact,
+                         dtype=x.dtype)
   q = keep.keep_prob
   a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
   b = -a * _ALPHA_PRIME * (1 - q)

@@ -223,9 +223,28 @@ def test_bfloat16_weights_are_scaled_by_the_realized_q_without_bias(rate):
       implementation="dense"))
   weights, dropped = (np.float32(attend(r)) for r in (0.0, rate))
   kept = dropped != 0
-  keep_prob = float(masks.keep_mask(DROP_KEY, (1,), rate).keep_prob)
+  keep_prob = float(masks.keep_mask(DROP_KEY, (1,), rate, dtype=jnp.bfloat16).keep_prob)
   mean_scale = np.mean(dropped[kept] / weights[kept]) * keep_prob
   assert abs(mean_scale - 1) < 2e-4, mean_scale
+
+
+@pytest.mark.parametrize("implementation", attention.IMPLEMENTATIONS)
+def test_bfloat16_weights_draw_the_16_bit_mask_in_either_implementation(implementation):
+  # The mask's resolution follows the weights' dtype, also where the blockwise path
+  # drops float32 probabilities on the way.
+  shape = (1, 256, 4, 256)
+  q, k, _ = qkv(shape, dtype=jnp.bfloat16)
+  eye = one_hot_values(shape).astype(jnp.bfloat16)
+  dropped = jit_once(lambda q, k, eye: jr.attention.dot_product_attention(
+      q, k, eye, dropout_rng=DROP_KEY, dropout_rate=0.3, broadcast_dropout=False,
+      implementation=implementation, block_size=64))(q, k, eye)
+  kept = np.swapaxes(np.asarray(dropped) != 0, 1, 2)  # To (batch, heads, q, k).
+  expected = np.asarray(masks.keep_mask(DROP_KEY, (1, 4, 256, 256), 0.3,
+                                        dtype=jnp.bfloat16).mask)
+  np.testing.assert_array_equal(kept, expected)
+  # The float32 mask differs near the threshold, here in a few entries: the check
+  # above tells the two apart.
+  assert np.any(expected != masks.keep_mask(DROP_KEY, (1, 4, 256, 256), 0.3).mask)
 
 
 def test_blockwise_bfloat16_and_forward_mode():
