@@ -182,6 +182,7 @@ def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[in
   """
   shape = tuple(shape)
   rate = _checks.check_rate(rate)
+  masks.resolution_bits(dtype)  # A bad dtype raises at rates 0 and 1 too.
   trivial = _trivial_rate(rate)
   if trivial is not None:
     return jnp.full(shape, trivial == 0.0)

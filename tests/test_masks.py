@@ -69,6 +69,9 @@ def test_keep_prob_is_one_minus_rate_rounded_down_to_the_dtypes_resolution(rate,
 def test_a_dtype_that_is_not_one_is_a_type_error_naming_it(dtype):
   with pytest.raises(TypeError, match="dtype must be a dtype or None"):
     masks.keep_mask(KEY, (8,), 0.1, dtype=dtype)
+  for rate in (0.0, 0.1, 1.0):  # Also where dropout_mask draws nothing.
+    with pytest.raises(TypeError, match="dtype must be a dtype or None"):
+      jr.dropout_mask(KEY, (8,), rate, dtype=dtype)
 
 
 @pytest.mark.parametrize("rate", (0.1, 0.5, 0.9))
@@ -98,28 +101,21 @@ def test_neighbouring_elements_are_uncorrelated(axis, lag, dtype):
   assert abs(_correlation(first, second)) < 5 / np.sqrt(first.size)
 
 
-def test_the_32_bits_of_a_word_are_fair_and_pairwise_uncorrelated():
-  words = np.asarray(jax.jit(masks.random_bits, static_argnums=(1,))(KEY, (2**18,)))
-  bits = ((words[:, None] >> np.arange(32, dtype=np.uint32)) & 1).astype(np.float64)
-  n = bits.shape[0]
-  assert np.all(np.abs(bits.mean(0) - 0.5) < 5 * 0.5 / np.sqrt(n))
-  correlation = np.corrcoef(bits, rowvar=False)
-  off_diagonal = correlation[~np.eye(32, dtype=bool)]
-  assert np.all(np.abs(off_diagonal) < 5 / np.sqrt(n))
-
-
 def _16_bit_words(key, shape, start=None, block_shape=None):
   """The top halves of the words masks for 16-bit dtypes are drawn from."""
   return masks._hashed_words(key, shape, start, block_shape, top_half=True) >> 16
 
 
-def test_the_16_bits_of_a_16_bit_word_are_fair_and_pairwise_uncorrelated():
-  words = np.asarray(jax.jit(_16_bit_words, static_argnums=(1,))(KEY, (2**18,)))
-  bits = ((words[:, None] >> np.arange(16, dtype=np.uint32)) & 1).astype(np.float64)
+@pytest.mark.parametrize("draw,width", [(masks.random_bits, 32), (_16_bit_words, 16)],
+                         ids=["32-bit", "16-bit"])
+def test_the_bits_of_a_word_are_fair_and_pairwise_uncorrelated(draw, width):
+  words = np.asarray(jax.jit(draw, static_argnums=(1,))(KEY, (2**18,)))
+  bits = ((words[:, None] >> np.arange(width, dtype=np.uint32)) & 1).astype(np.float64)
   n = bits.shape[0]
   assert np.all(np.abs(bits.mean(0) - 0.5) < 5 * 0.5 / np.sqrt(n))
   correlation = np.corrcoef(bits, rowvar=False)
-  assert np.all(np.abs(correlation[~np.eye(16, dtype=bool)]) < 5 / np.sqrt(n))
+  off_diagonal = correlation[~np.eye(width, dtype=bool)]
+  assert np.all(np.abs(off_diagonal) < 5 / np.sqrt(n))
 
 
 def test_16_bit_words_are_the_top_half_of_the_32_bit_words_but_for_a_carry():
@@ -193,14 +189,20 @@ _SHARED_S1 = [((0x4FB2FEAC, 0x5F119A), (0x4FB4D3FD, 0x5F119A)),
 _RELATED_N = 2**19  # Every s0 ⊕ s0' above is below it.
 
 
-def _related_masks(generation, seeds):
-  """Keep-decisions at rate 1/2 (the top bit) of two seeds, the second read at
-  ``i ⊕ (s0 ⊕ s0')`` where that index exists, and the words both calls drew."""
+def _related_words(generation, seeds):
+  """The words of two seeds, the second read at ``i ⊕ (s0 ⊕ s0')`` where that index
+  exists, and how many distinct words both calls drew."""
   (a, b) = (np.asarray(_hashed(generation, _RELATED_N, jnp.asarray(s, jnp.uint32)))
             for s in seeds)
   index = np.arange(_RELATED_N) ^ (seeds[0][0] ^ seeds[1][0])
   inside = index < _RELATED_N
-  return a[inside] >> 31, b[index[inside]] >> 31, np.intersect1d(a, b).size
+  return a[inside], b[index[inside]], np.intersect1d(a, b).size
+
+
+def _related_masks(generation, seeds):
+  """Keep-decisions at rate 1/2 (the top bit) of :func:`_related_words`."""
+  a, b_permuted, shared = _related_words(generation, seeds)
+  return a >> 31, b_permuted >> 31, shared
 
 
 @pytest.mark.parametrize("seeds", _SHARED_S1, ids=lambda seeds: f"s1={seeds[0][1]:#x}")
@@ -216,11 +218,8 @@ def test_seeds_sharing_their_second_word_give_unrelated_masks(seeds):
 
 @pytest.mark.parametrize("seeds", _SHARED_S1, ids=lambda seeds: f"s1={seeds[0][1]:#x}")
 def test_seeds_sharing_their_second_word_give_unrelated_16_bit_masks(seeds):
-  (a, b) = (np.asarray(_hashed("second, 16-bit", _RELATED_N, jnp.asarray(s, jnp.uint32)))
-            >> 16 for s in seeds)
-  index = np.arange(_RELATED_N) ^ (seeds[0][0] ^ seeds[1][0])
-  inside = index < _RELATED_N
-  a, b_permuted = a[inside], b[index[inside]]
+  a, b_permuted, _ = _related_words("second, 16-bit", seeds)
+  a, b_permuted = a >> 16, b_permuted >> 16
   assert abs(np.mean((a >> 15) == (b_permuted >> 15)) - 0.5) < 5 * 0.5 / np.sqrt(a.size)
   # Permuted copies would agree everywhere; independent 16-bit words, 1 in 2^16 times.
   expected = a.size / 2**16
