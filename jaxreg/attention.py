@@ -231,8 +231,8 @@ class _Dropout:
     ``x · (keep / (1 - p))`` with ``1 - p`` formed in Python and the factor in the
     computation ``dtype``: bit-exact to Flax, and like Flax off by the rounding of
     ``q`` in bfloat16. ``q = 0`` (everything dropped) divides by 1, so no ``0/0``."""
-    if not self.exact:
-      return masks.scale_kept(x, kept, keep_prob)
+    if not self.exact:  # keep_prob's value, a Python float for a constant rate.
+      return masks.scale_kept(x, kept, masks.keep_probability(self.rate, self.dtype))
     if isinstance(self.rate, float):
       q = jnp.asarray(1.0 - self.rate, dtype)
     else:

@@ -63,6 +63,13 @@ def test_keep_prob_is_one_minus_rate_rounded_down_to_the_dtypes_resolution(rate,
   expected = np.floor(np.float64(np.float32(1 - rate)) * 2**bits) / 2**bits
   assert float(keep.keep_prob) == expected
   assert abs((1 - rate) - float(keep.keep_prob)) < 2.0**-bits + 2**-24
+  constant = masks.keep_probability(rate, dtype)
+  assert type(constant) is float and constant == expected
+  # A traced rate is a float32 already, so 1 - rate is a float32 subtraction.
+  traced = jax.jit(masks.keep_probability, static_argnums=1)(rate, dtype)
+  one_minus = np.float64(np.float32(1) - np.float32(rate))
+  assert traced.dtype == jnp.float32
+  assert float(traced) == np.floor(one_minus * 2**bits) / 2**bits
 
 
 @pytest.mark.parametrize("dtype", ["bf16", 16, object()])
@@ -538,18 +545,39 @@ def _all_16_bit_values(dtype):
   return jnp.asarray(np.arange(2**16, dtype=np.uint16).view(jnp.dtype(dtype)))
 
 
-@pytest.mark.parametrize("rate", [0.3, 0.7])
+# At this q (31771/2^16), 506 bfloat16 values of one significand have a float32 product
+# x·(1/q) exactly halfway between two bfloat16 values, the lower one even: ties to even
+# rounds them down, half away from zero would round them up.
+TIE_RATE = 1 - 31771 / 2**16
+
+
+def _ties_to_round_down(product):
+  """Entries of a float32 ``product`` that ties to even rounds down to bfloat16 and
+  rounding half away from zero rounds up."""
+  return (product.view(np.uint32) & 0x1FFFF) == 0x8000
+
+
+@pytest.mark.parametrize("given", ["traced", "constant"])
+@pytest.mark.parametrize("rate", [0.3, 0.7, TIE_RATE])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_16_bit_values_are_scaled_by_the_realized_q_and_rounded_once(dtype, rate):
+def test_16_bit_values_are_scaled_by_the_realized_q_and_rounded_once(dtype, rate, given):
+  # A constant q lets bfloat16 on CPU round half away from zero where that gives the
+  # bits of ties to even for every x: not at TIE_RATE, which must still round to even.
   x = _all_16_bit_values(dtype)
   q = masks.keep_mask(KEY, (1,), rate, dtype=dtype).keep_prob
   mask = jnp.asarray(np.random.default_rng(0).random(x.shape) < 0.7)
-  ours = np.asarray(jax.jit(masks.scale_kept)(x, mask, q)).astype(np.float32)
+  if given == "traced":
+    scale_kept = functools.partial(jax.jit(masks.scale_kept), keep_prob=q)
+  else:
+    scale_kept = jax.jit(lambda x, mask: masks.scale_kept(x, mask, float(q)))
+  ours = np.asarray(scale_kept(x, mask)).astype(np.float32)
   wide = np.asarray(x).astype(np.float32)
   with np.errstate(all="ignore"):
     # x·s with s = 1/q rounded to float32, then one rounding to the 16-bit dtype.
     product = wide * (np.float32(1) / np.float32(q))
     expected = np.where(mask, product.astype(jnp.dtype(dtype)), 0).astype(np.float32)
+  if dtype == jnp.bfloat16:
+    assert _ties_to_round_down(product)[mask].any() == (rate == TIE_RATE)
   # XLA on CPU flushes float32 subnormals to zero, in its own conversions too.
   tiny = np.finfo(np.float32).tiny
   flushed = ((0 < np.abs(wide)) & (np.abs(wide) < tiny)) | (
@@ -567,8 +595,17 @@ def test_16_bit_values_are_scaled_by_the_realized_q_and_rounded_once(dtype, rate
   quiet_bit = 0x0040 if dtype == jnp.bfloat16 else 0x0200
   nans = np.isnan(wide) & np.asarray(mask)
   bits_in = np.asarray(x).view(np.uint16)[nans]
-  bits_out = np.asarray(jax.jit(masks.scale_kept)(x, mask, q)).view(np.uint16)[nans]
+  bits_out = np.asarray(scale_kept(x, mask)).view(np.uint16)[nans]
   np.testing.assert_array_equal(bits_out, bits_in | quiet_bit)
+
+
+def test_bfloat16_rounds_half_away_from_zero_at_every_rate_in_steps_of_a_thousandth():
+  # The cheaper rounding is taken only where it matches ties to even: the test above
+  # shows the bits; this shows that it is taken at the rates users pick.
+  rates = np.arange(1, 1000) / 1000
+  assert all(masks._away_matches_even(masks.keep_probability(r, jnp.bfloat16))
+             for r in rates)
+  assert not masks._away_matches_even(masks.keep_probability(TIE_RATE, jnp.bfloat16))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
