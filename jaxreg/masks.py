@@ -407,8 +407,9 @@ def _scale_kept_converting(x, mask, scale):
 
 def _away_matches_even(keep_prob) -> bool:
   """Whether rounding half away from zero gives the same bits as ties to even for every
-  bfloat16 ``x`` times ``s = 1/q`` in float32. ``False`` when ``keep_prob`` is traced."""
-  if isinstance(keep_prob, jax.core.Tracer):
+  bfloat16 ``x`` times ``s = 1/q`` in float32. ``False`` when ``keep_prob`` is traced
+  (or not a scalar)."""
+  if isinstance(keep_prob, jax.core.Tracer) or np.ndim(keep_prob) != 0:
     return False
   q = np.float32(keep_prob)
   return _away_matches_even_at(float(np.float32(1) / (q if q > 0 else np.float32(1))))
