@@ -353,13 +353,15 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
 
 
 def keep_probability(rate, dtype=None):
-  """The keep probability ``q`` that :func:`keep_mask`'s fast path draws with, for
-  ``rate`` and an array of ``dtype``: the float32 value of ``1 - rate`` rounded down
-  to a multiple of ``2^-bits`` (:func:`resolution_bits`).
+  r"""The keep probability ``q`` that :func:`keep_mask`'s fast path draws with, for
+  ``rate`` :math:`p` and an array of ``dtype``:
+  :math:`q = \lfloor \mathrm{fl}_{32}(1 - p)\cdot 2^b \rfloor / 2^b`, the float32 value
+  of ``1 - rate`` rounded down to a multiple of ``2^-b``, ``b`` from
+  :func:`resolution_bits`.
 
   A concrete ``rate`` gives a Python float, known while tracing: :func:`scale_kept`
   uses it to pick its rounding once, at trace time. A traced ``rate`` gives a float32
-  scalar.
+  scalar; being float32 already, its ``1 - rate`` is a float32 subtraction.
 
   >>> import jax.numpy as jnp
   >>> keep_probability(0.1), keep_probability(0.1, jnp.bfloat16)
