@@ -14,8 +14,10 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PIP) install -q -e ".[$*]"
 	touch $@
 
+# One pytest worker per core (pytest-xdist); a module whose tests share an expensive
+# fixture keeps them on one worker (its xdist_group mark).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 demo: $(VENV)/.installed-examples
 	$(PY) examples/overfitting.py

@@ -9,11 +9,15 @@ and XLA's partitioner place the work from the shardings of the inputs alone. The
 has dropout (``jaxreg.nnx.Dropout``), and ``prox_adam`` with ``jr.L1`` on the kernels
 makes exact zeros.
 
-The same steps with the same keys on one device give the same losses to float
-tolerance (the gradient's sum over the batch is added up in another order across
-devices) and the same exact zeros: the dropout masks are bit-identical under any
-sharding, and the penalty's prox and ``prox_adam`` act coordinate by coordinate, so
-they need no communication. A short linen section does the same with a linen model.
+The same steps with the same keys on one device give the same run up to rounding:
+the dropout masks are bit-identical under any sharding, and the penalty's prox and
+``prox_adam`` act coordinate by coordinate, with no communication, but the gradient's
+sum over the batch is added up in another order across devices, and the two runs
+drift apart by that rounding, slowly. The script checks what holds at its defaults
+and prints it: the losses agree to a relative ``1e-3`` at every step, and the exact
+zeros are the same except for coordinates that the other run leaves within one step of
+zero (``|w| <= lr``). Longer runs (``--steps`` above 60) drift further apart and are
+compared, not checked. A short linen section does the same with a linen model.
 
 On a CPU, the script emulates ``--devices`` devices: it sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count`` before importing jax (the flag
@@ -208,8 +212,33 @@ def shardings_kept(before, after) -> bool:
              for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before)))
 
 
+# What a sharded run and a one-device run share. The gradient's batch sum is added up
+# in another order across devices, so the runs drift apart by rounding, step after
+# step, as any two reductions of one model do: slowly, not bit for bit.
+LOSS_RTOL = 1e-3  # the objective at every step (seen: up to 3e-4 at the defaults)
+CHECKED_STEPS = 60  # how long the agreement is checked: the drift grows with the steps
+
+
+def differing_zeros(final_1, final_n):
+  """``(count, largest |w|)`` over the coordinates that are exactly 0 in one run and
+  not in the other, the largest taken in the run where they are not 0."""
+  count, largest = 0, 0.0
+  for a, b in zip(jax.tree.leaves(final_1), jax.tree.leaves(final_n)):
+    differ = (a == 0) != (b == 0)
+    count += int(differ.sum())
+    if differ.any():
+      largest = max(largest, float(np.max(np.abs(np.where(a == 0, b, a))[differ])))
+  return count, largest
+
+
 def compare(name, apply, params, data, mesh, args, steps, say) -> bool:
-  """Trains on one device and on ``mesh`` from the same start; prints both."""
+  """Trains on one device and on ``mesh`` from the same start; prints both and says
+  whether they agree as stated above over the first ``CHECKED_STEPS`` steps: the
+  losses to ``LOSS_RTOL`` at every step, and the exact zeros at the end, except
+  coordinates that the other run leaves within one step of zero (``|w| <= lr``: an
+  Adam step moves a weight by about ``lr``, so a coordinate near its threshold can be
+  zeroed in one run and be one step short of it in the other). A longer run is
+  compared, not checked: the two keep drifting apart, as rounding compounds."""
   one = make_mesh(jax.local_devices()[:1], 1)
   losses_1, final_1 = train(apply, params, data, one, args, steps)
   losses_n, final_n = train(apply, params, data, mesh, args, steps)
@@ -220,20 +249,26 @@ def compare(name, apply, params, data, mesh, args, steps, say) -> bool:
   for i in range(0, steps, max(1, steps // 10)):
     say(f"{i:>5}{losses_1[i]:>18.7f}{losses_n[i]:>20.7f}"
         f"{abs(losses_1[i] - losses_n[i]):>15.2e}")
-  final_1, host_n = host(final_1), host(final_n)
-  zeros_1 = sum(int((w == 0).sum()) for w in jax.tree.leaves(final_1))
-  same_zeros = all(np.array_equal(a == 0, b == 0)
-                   for a, b in zip(jax.tree.leaves(final_1), jax.tree.leaves(host_n)))
-  largest = max(float(np.max(np.abs(a - b)))
-                for a, b in zip(jax.tree.leaves(final_1), jax.tree.leaves(host_n)))
-  losses_match = np.allclose(losses_1, losses_n, rtol=1e-5, atol=1e-6)
   kept = shardings_kept(placed, final_n)
-  say(f"losses equal to float tolerance (rtol 1e-5): {losses_match}; "
-      f"largest parameter difference: {largest:.1e}")
-  say(f"exact zeros: {zeros_1} of {sum(w.size for w in jax.tree.leaves(final_1))} "
-      f"parameters, the same ones on {n} devices: {same_zeros}; "
-      f"parameter shardings kept: {kept}")
-  return losses_match and same_zeros and kept
+  final_1, final_n = host(final_1), host(final_n)
+  zeros_1 = sum(int((w == 0).sum()) for w in jax.tree.leaves(final_1))
+  size = sum(w.size for w in jax.tree.leaves(final_1))
+  largest = max(float(np.max(np.abs(a - b)))
+                for a, b in zip(jax.tree.leaves(final_1), jax.tree.leaves(final_n)))
+  checked = slice(0, CHECKED_STEPS)
+  worst = float(np.max(np.abs(losses_1 - losses_n)[checked] / np.abs(losses_1[checked])))
+  losses_match = worst <= LOSS_RTOL
+  differ, near = differing_zeros(final_1, final_n)
+  zeros_match = near <= args.lr or steps > CHECKED_STEPS
+  say(f"losses agree to rtol {LOSS_RTOL:g} at each of the first "
+      f"{min(steps, CHECKED_STEPS)} steps: {losses_match} (largest relative difference "
+      f"{worst:.1e}); largest parameter difference {largest:.1e}")
+  verdict = (f"{zeros_match}" if steps <= CHECKED_STEPS
+             else f"not checked after {steps} > {CHECKED_STEPS} steps")
+  say(f"exact zeros: {zeros_1} of {size} parameters; {differ} are zero in one run only, "
+      f"and at most {near:.1e} in the other, within one step of zero (lr = {args.lr:g}): "
+      f"{verdict}; parameter shardings kept: {kept}")
+  return losses_match and zeros_match and kept
 
 
 def nnx_model(args):

@@ -41,6 +41,34 @@ from jaxreg.regularizers import l1
 from jaxreg.regularizers import l1_l2
 from jaxreg.regularizers import l2
 
+__all__ = [
+    "Constraint",
+    "ElasticNet",
+    "GroupLasso",
+    "L1",
+    "L2",
+    "MaxNorm",
+    "MinMaxNorm",
+    "NonNeg",
+    "Orthogonal",
+    "Regularizer",
+    "Sum",
+    "UnitNorm",
+    "alpha_dropout",
+    "drop_connect",
+    "drop_path",
+    "drop_path_rates",
+    "dropblock",
+    "dropout",
+    "dropout_mask",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "l1",
+    "l1_l2",
+    "l2",
+    "mc_predict",
+]
+
 __version__ = "0.1.0"
 
 # Adapters import optax or flax; load them only when asked for (``jr.transforms``).

@@ -8,7 +8,8 @@ give exact zeros under L1 (the standard for sparse models of click data). Use th
   Adagrad's step, then the prox with the threshold scaled per coordinate by Adagrad's
   preconditioner, as :func:`jaxreg.transforms.prox_adam` does for Adam.
 * :func:`ftrl` is ``keras.optimizers.Ftrl`` (McMahan et al., "Ad click prediction: a
-  view from the trenches", KDD 2013), update for update.
+  view from the trenches", KDD 2013), update for update at a constant learning rate;
+  with a schedule it follows the paper, where Keras lets the weights shrink to 0.
 
 >>> import jax, jax.numpy as jnp, optax
 >>> loss = lambda w: 0.5 * jnp.sum((w - jnp.array([1.0, 0.01])) ** 2)
@@ -42,10 +43,12 @@ class ProxAdagradState(NamedTuple):
 
 
 class FtrlState(NamedTuple):
-  r"""State of :func:`ftrl`: Keras's ``accumulator`` :math:`n` and ``linear`` :math:`z`."""
+  r"""State of :func:`ftrl`: Keras's ``accumulator`` :math:`n` and ``linear`` :math:`z`,
+  and the learning rate of the last step taken."""
   count: jax.Array  # shape=(), dtype=int32
   accumulator: optax.Updates
   linear: optax.Updates
+  learning_rate: jax.Array  # shape=(), the default float dtype
 
 
 def prox_adagrad(learning_rate: optax.ScalarOrSchedule, reg: Regularizer, *,
@@ -115,7 +118,7 @@ def prox_adagrad(learning_rate: optax.ScalarOrSchedule, reg: Regularizer, *,
 def ftrl(learning_rate: optax.ScalarOrSchedule, *, learning_rate_power: float = -0.5,
          initial_accumulator_value: float = 0.1, beta: float = 0.0, l1: float = 0.0,
          l2: float = 0.0, l2_shrinkage: float = 0.0) -> optax.GradientTransformation:
-  r"""FTRL-proximal with Keras's update rule (``keras.optimizers.Ftrl``).
+  r"""FTRL-proximal with Keras's update rule (``keras.optimizers.Ftrl``) at a constant rate.
 
   Per coordinate, with gradient :math:`g`, :math:`p =` ``-learning_rate_power``
   (:math:`\tfrac12` by default: Adagrad's :math:`\sqrt n`) and :math:`η_t` the learning
@@ -123,8 +126,9 @@ def ftrl(learning_rate: optax.ScalarOrSchedule, *, learning_rate_power: float = 
 
   .. math::
     n' = n + g^2,\quad
-    z \leftarrow z + g + 2 λ_s w - \frac{n'^{p} - n^{p}}{η_t} w,\quad
-    w \leftarrow \frac{\mathrm{clip}(z, -λ_1, λ_1) - z}{n'^{p}/η_t + 2λ_2 + β/η_t},
+    z \leftarrow z + g + 2 λ_s w - σ w,\quad
+    w \leftarrow \frac{\mathrm{clip}(z, -λ_1, λ_1) - z}{(n'^{p} + β)/η_t + 2λ_2},
+    \qquad σ = \frac{n'^{p} + β}{η_t} - \frac{n^{p} + β}{η_{t-1}},
 
   with :math:`λ_1 =` ``l1``, :math:`λ_2 =` ``l2``, :math:`λ_s =` ``l2_shrinkage``:
   Keras's ``l1_regularization_strength``, ``l2_regularization_strength`` and
@@ -136,6 +140,15 @@ def ftrl(learning_rate: optax.ScalarOrSchedule, *, learning_rate_power: float = 
   the initial params: the first update moves them there. Where the denominator is 0
   (``initial_accumulator_value=0``, no gradient yet, no L2 or ``beta``), Keras gives
   NaN and this gives 0.
+
+  **Schedules.** :math:`σ` is the growth of the quadratic term :math:`(n^p + β)/η`
+  from one step to the next, McMahan et al.'s :math:`σ_t = 1/η_t - 1/η_{t-1}` with
+  :math:`η_{t-1}` the rate of the previous step. With a constant rate it is
+  :math:`(n'^p - n^p)/η_t`, and the update is Keras's, step for step. With a schedule
+  Keras divides by the current rate alone, so its weights shrink towards 0 as the
+  rate decays (exactly 0 where the rate reaches 0); here a decaying rate slows the
+  weights down, as it does in every other optimizer. A learning rate of 0 is a step
+  not taken: weights, ``n`` and ``z`` stay.
 
   Args:
     learning_rate: :math:`η`, a float or an Optax schedule (read at the count before
@@ -160,32 +173,47 @@ def ftrl(learning_rate: optax.ScalarOrSchedule, *, learning_rate_power: float = 
     return jnp.sqrt(n) if power == 0.5 else n**power
 
   def init_fn(params):
+    # Before any step, the previous rate is the first one, as in Keras's first step.
+    first = transforms._learning_rate_at(learning_rate, jnp.zeros([], jnp.int32))
     return FtrlState(
         count=jnp.zeros([], jnp.int32),
         accumulator=optax.tree.full_like(params, initial_accumulator_value),
-        linear=optax.tree.zeros_like(params))
+        linear=optax.tree.zeros_like(params),
+        learning_rate=jnp.asarray(first, jnp.result_type(float)))
 
-  def leaf_update(g, w, n, z, lr):
+  def leaf_update(g, w, n, z, lr, previous):
+    w = jnp.asarray(w)  # A Python-float leaf is a parameter too.
     lr = jnp.asarray(lr, w.dtype)
+    # A learning rate of 0 is a step not taken: weights, accumulator and linear term
+    # stay. (Keras's rule divides by the rate, and sets every weight to 0 there.)
+    moving = lr > 0
+    lr = jnp.where(moving, lr, 1)
+    previous = jnp.asarray(previous, w.dtype)
+    previous = jnp.where(previous > 0, previous, lr)  # No step taken yet.
     g = g.astype(w.dtype)
     new_n = n + jnp.square(g)
-    new_root = root(new_n)
-    z = z + (g + 2 * l2_shrinkage * w) - (new_root - root(n)) / lr * w
+    old_root, new_root = root(n), root(new_n)
+    # σ; its second term is exactly 0 while the rate stays the same (Keras's update).
+    sigma = (new_root - old_root) / lr + (old_root + beta) * (1 / lr - 1 / previous)
+    new_z = z + (g + 2 * l2_shrinkage * w) - sigma * w
     quadratic = new_root / lr + 2 * (l2 + beta / (2.0 * lr))
-    numerator = jnp.clip(z, -l1, l1) - z
+    numerator = jnp.clip(new_z, -l1, l1) - new_z
     positive = quadratic > 0
     new_w = jnp.where(positive, numerator / jnp.where(positive, quadratic, 1), 0)
-    return (new_w - w).astype(w.dtype), new_n, z
+    return (jnp.where(moving, new_w - w, 0).astype(w.dtype), jnp.where(moving, new_n, n),
+            jnp.where(moving, new_z, z))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(NO_PARAMS_MSG)
     lr = transforms._learning_rate_at(learning_rate, state.count)
-    out = jax.tree.map(lambda g, w, n, z: leaf_update(g, w, n, z, lr),
+    out = jax.tree.map(lambda g, w, n, z: leaf_update(g, w, n, z, lr, state.learning_rate),
                        updates, params, state.accumulator, state.linear)
     updates, accumulator, linear = (
         jax.tree.map(lambda _, parts: parts[i], updates, out) for i in range(3))
+    lr = jnp.asarray(lr, state.learning_rate.dtype)
     return updates, FtrlState(count=optax.safe_increment(state.count),
-                              accumulator=accumulator, linear=linear)
+                              accumulator=accumulator, linear=linear,
+                              learning_rate=jnp.where(lr > 0, lr, state.learning_rate))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -37,7 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _sharding
 from jaxreg import masks
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "dot_product_attention",
+]
 
 IMPLEMENTATIONS = ("dense", "blockwise")
 _QK = "...qhd,...khd->...hqk"  # (batch..., heads, q, k) scores from q and k.
@@ -59,8 +65,11 @@ def dot_product_attention(
 
   Args:
     query: ``[batch..., q_length, num_heads, qk_depth]``.
-    key: ``[batch..., kv_length, num_heads, qk_depth]``.
-    value: ``[batch..., kv_length, num_heads, v_depth]``.
+    key: ``[batch..., kv_length, num_kv_heads, qk_depth]``, where ``num_kv_heads``
+      divides ``num_heads``: grouped-query attention (as in
+      ``flax.nnx.dot_product_attention``) when it is smaller, query head ``h`` then
+      attending with key/value head ``h // (num_heads // num_kv_heads)``.
+    value: ``[batch..., kv_length, num_kv_heads, v_depth]``.
     bias: added to the logits; broadcastable to ``[batch..., num_heads, q_length,
       kv_length]``.
     mask: where ``False`` (or 0), the logit is replaced by the dtype's most negative
@@ -115,6 +124,11 @@ def dot_product_attention(
   query, key, value = _promote(query, key, value, dtype)
   dtype = query.dtype
   shape = _weights_shape(query, key, value)
+  # Grouped-query heads: query head h attends with key/value head h // group, as in
+  # flax.nnx.dot_product_attention.
+  group = query.shape[-2] // key.shape[-2]
+  if group > 1:
+    key, value = (_repeat_heads(x, group) for x in (key, value))
   bias = _broadcastable(bias, "bias", shape)
   mask = _broadcastable(mask, "mask", shape)
   if mask is not None:
@@ -146,6 +160,15 @@ def dot_product_attention(
                      "the blockwise path never forms the attention weights")
   return _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
                     block_size, qk_einsum, wv_einsum)
+
+
+def _repeat_heads(x, group: int):
+  """``jnp.repeat(x, group, axis=-2)``, as a broadcast and a reshape that merges the head
+  axis with the new one after it: on an explicit-axis mesh a heads-sharded ``x`` stays
+  sharded so, where ``jnp.repeat`` would ask for an output sharding."""
+  *lead, heads, depth = x.shape
+  grouped = jnp.broadcast_to(x[..., None, :], (*lead, heads, group, depth))
+  return grouped.reshape(*lead, heads * group, depth)
 
 
 def _einsums(precision, dot_general, qk_einsum, wv_einsum):
@@ -181,9 +204,9 @@ def _weights_shape(query, key, value) -> tuple[int, ...]:
                      f"([batch..., length, heads, depth]), got {shapes}")
   if not query.shape[:-3] == key.shape[:-3] == value.shape[:-3]:
     raise ValueError(f"query, key and value batch dims must match, got {shapes}")
-  if not query.shape[-2] == key.shape[-2] == value.shape[-2]:
-    raise ValueError(f"query, key and value need the same number of heads (axis -2), "
-                     f"got {shapes}")
+  if key.shape[-2] != value.shape[-2] or query.shape[-2] % key.shape[-2]:
+    raise ValueError(f"key and value need the same number of heads (axis -2), and the "
+                     f"query a multiple of it (grouped-query attention), got {shapes}")
   if query.shape[-1] != key.shape[-1]:
     raise ValueError(f"query and key head depths (axis -1) must match, got {shapes}")
   if key.shape[-3] != value.shape[-3]:
@@ -214,7 +237,7 @@ class _Dropout:
   def __init__(self, rng, rate, broadcast: bool, exact: bool, shape, dtype):
     self.rng, self.rate, self.exact, self.shape = rng, rate, exact, shape
     # The weights' dtype sets the mask's resolution, the same in the dense and the
-    # blockwise path (whose float32 probabilities stand in for the weights).
+    # blockwise path (whose float32 or wider probabilities stand in for the weights).
     self.dtype = dtype
     # Flax's broadcast_dropout shares the mask over every batch dim and the heads.
     self.broadcast_dims = tuple(range(len(shape) - 2)) if broadcast else ()
@@ -322,6 +345,8 @@ def _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
   weights_axes = len(batch) + 3  # The rank of bias, mask and dropout mask.
   big_neg = jnp.finfo(dtype).min
   out_dtype = jnp.result_type(weights_dtype, value.dtype)
+  # The running statistics, in float32 (float64 for float64 inputs).
+  stats = jnp.promote_types(dtype, jnp.float32)
   whole_mask = None
   if dropout is not None and dropout.exact:
     whole_mask = dropout.keep()  # threefry cannot draw a block on its own.
@@ -347,7 +372,7 @@ def _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
       if allowed is not None:
         logits = jnp.where(allowed, logits, big_neg)
       fresh = k_start + jnp.arange(bk) >= j * bk  # Keys no earlier block has seen.
-      logits = jnp.where(fresh, logits.astype(jnp.float32), -jnp.inf)
+      logits = jnp.where(fresh, logits.astype(stats), -jnp.inf)
       new_max = jnp.maximum(row_max, logits.max(-1))
       # A row whose logits so far are all -inf (a -inf bias) must not give -inf - -inf.
       safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
@@ -361,15 +386,16 @@ def _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
           kept, keep_prob = keep.mask, keep.keep_prob
         else:
           kept, keep_prob = _block(whole_mask.mask, starts, tile), whole_mask.keep_prob
-        probs = dropout.scale(probs, _unfused(kept, probs.shape), keep_prob, jnp.float32)
-      update = wv_einsum(_WV, probs.astype(weights_dtype), v_block).astype(jnp.float32)
+        probs = dropout.scale(probs, _unfused(kept, probs.shape), keep_prob, stats)
+      update = wv_einsum(_WV, probs.astype(weights_dtype), v_block).astype(stats)
       acc = acc * jnp.swapaxes(rescale, -1, -2)[..., None] + update
       return (new_max, normalizer, acc), None
 
     rows = (*batch, heads, bq)
-    init = (jnp.full(rows, -jnp.inf, jnp.float32), jnp.zeros(rows, jnp.float32),
-            jnp.zeros((*batch, bq, heads, value.shape[-1]), jnp.float32))
+    init = (jnp.full(rows, -jnp.inf, stats), jnp.zeros(rows, stats),
+            jnp.zeros((*batch, bq, heads, value.shape[-1]), stats))
     body = jax.checkpoint(key_block, prevent_cse=False)
+    init = _sharding.typed_as_returned(body, init, jnp.zeros((), jnp.int32))
     (_, normalizer, acc), _ = jax.lax.scan(body, init, jnp.arange(nk))
     return (acc / jnp.swapaxes(normalizer, -1, -2)[..., None]).astype(out_dtype)
 

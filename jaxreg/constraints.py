@@ -69,7 +69,7 @@ class Constraint(Regularizer):
 
   def _leaf_value(self, w):
     self._check_leaf(w)
-    return jnp.zeros((), jnp.float32)
+    return jnp.zeros((), jnp.promote_types(w.dtype, jnp.float32))  # as penalties sum
 
   def _leaf_prox(self, w, step):
     self._check_leaf(w)

@@ -35,6 +35,15 @@ from jaxreg import _checks
 from jaxreg.paths import alpha_max
 from jaxreg.paths import lasso_path
 
+__all__ = [
+    "kfold",
+    "cross_validate",
+    "CVResult",
+    "alpha_max",
+    "lasso_path",
+]
+
+
 def _check_folds(n: int, folds) -> int:
   if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
     raise TypeError(f"folds must be an int or an array of fold ids, got {folds!r}")
@@ -62,7 +71,10 @@ def kfold(n: int, folds: int, *, key=None, stratify=None) -> jax.Array:
   """
   folds = _check_folds(n, folds)
   if key is not None:
+    # Typed before the jitted dealing: raw key data is read under the default PRNG
+    # implementation when it is traced, and a compiled dealing would keep that reading.
     key = _checks.check_key(key)
+    key = jax.random.wrap_key_data(key) if _checks.is_raw_key(key) else key
   if stratify is not None and jnp.shape(stratify) != (n,):
     raise ValueError(f"stratify must have shape ({n},), got {jnp.shape(stratify)}")
   if key is None and stratify is None:
@@ -216,9 +228,17 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
       strength, ``lambda h: h``), or an array ``(points,)`` of such amounts.
 
   A pair whose params or loss is not finite marks its point failed: not chosen, NaN in
-  ``mean``. If every point fails, ``ValueError``. Each call compiles ``fit`` and
-  ``score`` anew (they are closed over); wrap the call in ``jax.jit`` to reuse one
-  compiled program for several grids of the same shape.
+  ``mean``. If every point fails, ``ValueError``. A grid point that could only train as
+  another point is refused before any training: a NaN in a known grid, and a grid leaf
+  that ``fit`` passes as it is to a jaxreg strength, threshold or rate (``jr.L2(h)``,
+  ``jr.dropout(k, x, h["rate"])``) where that value is out of range (negative or NaN
+  for a strength, outside ``[0, 1]`` for a rate): traced, jaxreg would read it as 0 or
+  clip it. Those raise ``ValueError`` naming the leaf and the points; under ``jit``,
+  with the grid traced, they mark the points failed instead. (A leaf transformed first,
+  ``jr.L2(10.0**h)``, is the caller's to keep in range; it may well be negative.)
+
+  Each call compiles ``fit`` and ``score`` anew (they are closed over); wrap the call
+  in ``jax.jit`` to reuse one compiled program for several grids of the same shape.
 
   >>> import jax.numpy as jnp
   >>> x = jnp.linspace(-1.0, 1.0, 20); data = (x, 2 * x)
@@ -238,6 +258,9 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
     raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
   key = None if key is None else _checks.check_key(key)
   weight_dtype = jnp.result_type(float)
+  labels = [jax.tree_util.keystr(path)
+            for path, _ in jax.tree_util.tree_leaves_with_path(grid)]
+  _check_no_nan(grid, labels)
 
   def one(hparams, fold, fold_key, data, fold_ids):
     train = (fold_ids != fold).astype(weight_dtype)
@@ -254,6 +277,8 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
     folds = jnp.arange(count, dtype=jnp.int32)
 
     def point(hparams):
+      for label, leaf in zip(labels, jax.tree.leaves(hparams)):
+        _checks.watch_traced(leaf, label)  # Which leaves fit uses as a strength or rate.
       # The folds inside, the grid outside: a fold's key and weights are the same for
       # every point, so what depends on them alone (minibatch draws, gathered rows, the
       # first layer's input) stays unbatched along the grid and is computed once per
@@ -269,11 +294,55 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
       losses, bad = jax.lax.map(point, grid, batch_size=max(1, batch_size // count))
     return losses, bad.any(axis=1)
 
-  per_fold, failed = run(grid, data, fold_ids, key)
+  args = (grid, data, fold_ids, key)
+  with _checks.watching_traced() as uses:
+    traced = run.trace(*args)  # Traces fit and score, so that uses is filled.
+  invalid = _invalid_points(grid, labels, uses.uses)
+  per_fold, failed = run(*args) if _is_traced(args) else traced.lower().compile()(*args)
+  failed = failed | invalid
   if not isinstance(failed, jax.core.Tracer) and bool(np.all(failed)):
     raise ValueError("every grid point failed: fit or score gave a non-finite value "
                      "(NaN or inf) on some fold of each point")
   return CVResult(grid, per_fold, failed, *_summary(per_fold, failed, amounts))
+
+
+def _is_traced(tree) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _check_no_nan(grid, labels):
+  """A known NaN grid point is no candidate: it would train as whatever the code that
+  receives it maps NaN to (a strength of 0), and could be chosen."""
+  for label, leaf in zip(labels, jax.tree.leaves(grid)):
+    if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+      continue
+    nan = np.flatnonzero(np.isnan(np.asarray(leaf)).reshape(len(leaf), -1).any(axis=1))
+    if nan.size:
+      raise ValueError(f"grid{label} is NaN at grid point(s) {nan.tolist()}")
+
+
+def _invalid_points(grid, labels, uses) -> jax.Array:
+  """``(points,)``: where a grid leaf that ``fit`` passed to a jaxreg check as a
+  strength or a rate (:func:`jaxreg._checks.watching_traced`) fails that check.
+
+  Traced inside, a bad strength acts as 0 and a bad rate is clipped, so the point
+  would train as another point. A known grid raises ``ValueError`` here, before any
+  training; a traced one marks those points failed."""
+  invalid = jnp.zeros(_grid_size(grid), bool)
+  for label, leaf in zip(labels, jax.tree.leaves(grid)):
+    for name, kind in sorted(uses.get(label, ())):
+      bad = ~_checks.valid_for(leaf, kind)
+      bad = bad.reshape(len(leaf), -1).any(axis=1)
+      if isinstance(bad, jax.core.Tracer):
+        invalid = invalid | bad
+        continue
+      points = np.flatnonzero(np.asarray(bad))
+      if points.size:
+        rule = "in [0, 1]" if kind == "rate" else "finite and >= 0"
+        values = np.asarray(leaf)[points].tolist()
+        raise ValueError(f"grid{label} is passed to jaxreg as {name!r}, which must be "
+                         f"{rule}; grid point(s) {points.tolist()} are {values}")
+  return invalid
 
 
 @jax.jit

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxreg import _checks
 from jaxreg import masks
@@ -47,6 +48,12 @@ def _safe_sqrt(v):
   """``sqrt(v)`` for ``v >= 0``, with gradient 0 instead of infinity at ``v == 0``."""
   positive = v > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
+
+
+def _wide(dtype):
+  """The dtype a noise or scaling is computed in before one rounding to ``dtype``:
+  float32 for 16-bit dtypes, ``dtype`` itself for float32 and float64."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def _trivial_rate(rate) -> float | None:
@@ -78,7 +85,10 @@ def draws_at_stddev(stddev) -> bool:
   (False, True)
   """
   stddev = _checks.check_nonnegative(stddev, "stddev")
-  return not (isinstance(stddev, (int, float)) and stddev == 0)
+  if isinstance(stddev, jax.core.Tracer):
+    return True
+  # Any concrete zero, a Python, NumPy or 0-d JAX one alike, needs no key.
+  return bool(np.any(np.asarray(stddev) != 0))
 
 
 def _without_mask(x, rate, deterministic: bool):
@@ -145,7 +155,10 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
                      f"global_shape={global_shape!r}, start={start!r}")
   block = {} if start is None else {"start": start, "block_shape": x.shape}
   if deterministic:
-    return x if mode == "inverted" else (x * (1.0 - rate)).astype(x.dtype)
+    if mode == "inverted":
+      return x
+    # 1 - rate and the product in float32 (or wider), rounded once to x's dtype.
+    return (x.astype(_wide(x.dtype)) * (1.0 - rate)).astype(x.dtype)
   trivial = _trivial_rate(rate)
   if trivial == 0.0:
     return x
@@ -160,12 +173,21 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     if mode == "classic":
       return jnp.where(mask, x, jnp.zeros((), x.dtype))
     if exact:  # Flax's arithmetic, x / (1 - rate) in x's dtype: bit-identical to it.
-      safe_q = jnp.where(keep.keep_prob > 0, keep.keep_prob, 1.0).astype(x.dtype)
-      return jnp.where(mask, x / safe_q, jnp.zeros((), x.dtype))
+      return jnp.where(mask, x / _exact_keep(rate, x.dtype), jnp.zeros((), x.dtype))
     # keep.keep_prob, as a Python float for a constant rate: scale_kept rounds faster.
     return masks.scale_kept(x, mask, masks.keep_probability(rate, x.dtype))
 
   return jax.checkpoint(apply_mask, policy=masks.residual_policy(residual))(x)
+
+
+def _exact_keep(rate, dtype):
+  """Flax's divisor ``1 - rate``: a Python float for a known rate, as Flax has it (so a
+  weak type, which takes ``dtype``, float64 under x64 included); a traced rate's
+  ``1 - rate`` in ``dtype``, 1 where it is 0 (no ``0/0``)."""
+  if isinstance(rate, float):
+    return 1.0 - rate  # Never 0 here: a known rate of 1 returns zeros before.
+  keep = (1.0 - rate).astype(dtype)
+  return jnp.where(keep > 0, keep, jnp.ones((), dtype))
 
 
 def dropout_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] = (),
@@ -221,11 +243,12 @@ def alpha_dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     return shortcut
   keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact,
                          dtype=x.dtype)
-  q = keep.keep_prob
+  wide = _wide(x.dtype)
+  q = keep.keep_prob.astype(wide)
   a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
   b = -a * _ALPHA_PRIME * (1 - q)
-  kept = jnp.where(keep.mask, x, jnp.asarray(_ALPHA_PRIME, x.dtype))
-  return (a.astype(x.dtype) * kept + b.astype(x.dtype)).astype(x.dtype)
+  kept = jnp.where(keep.mask, x.astype(wide), jnp.asarray(_ALPHA_PRIME, wide))
+  return (a * kept + b).astype(x.dtype)  # In float32 or wider, rounded once.
 
 
 def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
@@ -243,12 +266,15 @@ def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
   rate = _checks.check_rate(rate)
   if (shortcut := _without_mask(x, rate, deterministic)) is not None:
     return shortcut
-  rate = jnp.asarray(rate, jnp.float32)
+  wide = _wide(x.dtype)
+  rate = jnp.asarray(rate, wide)
   below_one = rate < 1
   # The true d(stddev)/d(rate) is infinite at 0; a traced rate gets 0 there, not NaN.
   stddev = _safe_sqrt(rate / jnp.where(below_one, 1.0 - rate, 1.0))
-  noise = 1.0 + stddev * masks.standard_normal(key, x.shape, jnp.float32)
-  return jnp.where(below_one, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
+  # Noise in float32 (float64 for a float64 x), the product rounded once to x's dtype.
+  noise = 1.0 + stddev * masks.standard_normal(key, x.shape, wide)
+  return jnp.where(below_one, (x.astype(wide) * noise).astype(x.dtype),
+                   jnp.zeros((), x.dtype))
 
 
 def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
@@ -264,8 +290,10 @@ def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
   stddev = _checks.check_nonnegative(stddev, "stddev")
   if deterministic or not draws_at_stddev(stddev):
     return x
-  noise = masks.standard_normal(key, x.shape, x.dtype)
-  return x + jnp.asarray(stddev, x.dtype) * noise
+  wide = _wide(x.dtype)
+  noise = masks.standard_normal(key, x.shape, wide)
+  # Drawn in float32 (float64 for a float64 x), the sum rounded once to x's dtype.
+  return (x.astype(wide) + jnp.asarray(stddev, wide) * noise).astype(x.dtype)
 
 
 def drop_path(key, x, rate, *, deterministic: bool = False,
@@ -412,8 +440,9 @@ def dropblock(key, x, rate, block_size: int, *,
   # A traced rate of 1 must drop everything too, which gamma <= 1 alone does not.
   kept = ~dropped & (jnp.asarray(rate) < 1)
   # kept broadcasts along coupled channels; the kept fraction is the same either way.
-  scale = kept.size * _safe_reciprocal(jnp.sum(kept, dtype=jnp.float32))
-  return jnp.where(kept, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
+  wide = _wide(x.dtype)
+  scale = kept.size * _safe_reciprocal(jnp.sum(kept, dtype=wide))
+  return jnp.where(kept, (x.astype(wide) * scale).astype(x.dtype), jnp.zeros((), x.dtype))
 
 
 def mc_predict(fn: Callable[..., Any], key, *args, num_samples: int):

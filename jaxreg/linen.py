@@ -51,6 +51,22 @@ from jaxreg.regularizers import ElasticNet
 from jaxreg.per_layer import declared
 from jaxreg.regularizers import Regularizer
 
+__all__ = [
+    "Dropout",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "DropPath",
+    "DropBlock",
+    "ActivityRegularization",
+    "activity_loss",
+    "LOSSES",
+    "Regularized",
+    "with_regularizer",
+    "regularizer",
+    "param_loss",
+]
+
 LOSSES = "losses"
 """The collection :class:`ActivityRegularization` records its penalty in."""
 
@@ -286,14 +302,35 @@ class ActivityRegularization(nn.Module):
 def activity_loss(collections: Mapping[str, Any]) -> jax.Array:
   """The sum of every penalty recorded in the ``'losses'`` collection.
 
-  Takes the mutated collections that ``apply(..., mutable=...)`` returns (the
-  ``'losses'`` entry is read) or the ``'losses'`` collection itself. Penalties stacked
-  by ``nn.scan`` or ``nn.vmap`` are summed over layers and members. An empty or
-  missing collection gives 0.
+  Takes the mutated collections that ``apply(..., mutable=...)`` returns (only the
+  ``'losses'`` entry is read: ``batch_stats`` and other collections beside it are not
+  penalties), or the ``'losses'`` collection itself, told apart by what it holds: the
+  ``'activity'`` entries that :class:`ActivityRegularization` sows. Penalties stacked
+  by ``nn.scan`` or ``nn.vmap`` are summed over layers and members. Mutated
+  collections without a ``'losses'`` entry (``mutable=["batch_stats"]``: nothing was
+  recorded) give 0, as does an empty collection; any other mapping raises
+  ``ValueError``.
   """
-  losses = collections.get(LOSSES, collections)
+  if LOSSES in collections:
+    losses = collections[LOSSES]
+  else:
+    entries = jax.tree_util.tree_leaves_with_path(collections)
+    is_sown = [_ACTIVITY in path for path, _ in entries]
+    if all(is_sown):
+      losses = collections
+    elif any(is_sown):
+      raise ValueError(
+          "activity_loss takes the collections that apply(..., mutable=...) returns, "
+          "or their 'losses' collection; got a mapping that holds 'activity' entries "
+          f"beside others, under {sorted(collections)}")
+    else:
+      losses = {}  # Collections without 'losses': no penalty was recorded.
   return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(losses)),
              start=jnp.zeros((), jnp.float32))
+
+
+# The path entry of a penalty sown by ActivityRegularization.
+_ACTIVITY = jax.tree_util.DictKey("activity")
 
 
 class Regularized(struct.PyTreeNode, nn.meta.AxisMetadata):

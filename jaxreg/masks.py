@@ -116,6 +116,7 @@ which leaves forward mode (``jvp``, ``jacfwd``) untouched.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -143,6 +144,10 @@ class KeepMask(NamedTuple):
 def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
   """``shape`` with the dims in ``broadcast_dims`` set to 1 (one draw shared along them)."""
   ndim = len(shape)
+  if isinstance(broadcast_dims, (str, bytes)) or not hasattr(broadcast_dims, "__iter__"):
+    raise TypeError("broadcast_dims must be a sequence of ints (dims that share one mask "
+                    f"entry), got {type(broadcast_dims).__name__}: {broadcast_dims!r}; "
+                    "write (1,) for one dim")
   dims = set()
   for dim in broadcast_dims:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
@@ -340,7 +345,9 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
     block_shape = mask_shape(tuple(block_shape), broadcast_dims)
   if exact:
     keep = jnp.asarray(1.0 - rate, jnp.float32)
-    mask = jax.random.bernoulli(key, keep, shape)
+    # Flax passes 1 - rate as a Python float, which bernoulli draws against in the
+    # default float dtype: float64 under x64. A known rate does the same, for Flax's bits.
+    mask = jax.random.bernoulli(key, 1.0 - rate if isinstance(rate, float) else keep, shape)
     if block_shape is not None:
       start, block_shape = _check_block(shape, start, block_shape)
       mask = jax.lax.dynamic_slice(mask, start, block_shape)
@@ -511,6 +518,8 @@ def pack(mask: jax.Array) -> jax.Array:
   """Packs a bool mask into uint32 words along its last axis (padded to 32):
   bit ``j`` of word ``k`` is entry ``32k + j``."""
   mask = jnp.atleast_1d(mask)
+  if mask.size == 0:  # No entry to pack: reshaping to (..., -1, 32) would divide by 0.
+    return jnp.zeros((*mask.shape[:-1], -(-mask.shape[-1] // 32)), jnp.uint32)
   pad = -mask.shape[-1] % 32
   mask = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)])
   lanes = mask.reshape(*mask.shape[:-1], -1, 32).astype(jnp.uint32)
@@ -520,6 +529,8 @@ def pack(mask: jax.Array) -> jax.Array:
 def unpack(words: jax.Array, shape: Sequence[int]) -> jax.Array:
   """The inverse of :func:`pack` for a mask of ``shape``."""
   shape = tuple(shape)
+  if math.prod(shape) == 0:
+    return jnp.zeros(shape, bool)
   lanes = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
   flat = lanes.reshape(*words.shape[:-1], -1)[..., :(shape[-1] if shape else 1)]
   return flat.astype(bool).reshape(shape)

@@ -54,6 +54,21 @@ from jaxreg.regularizers import ElasticNet
 from jaxreg.per_layer import declared
 from jaxreg.regularizers import Regularizer
 
+__all__ = [
+    "Dropout",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "DropPath",
+    "DropBlock",
+    "ActivityLoss",
+    "ActivityRegularization",
+    "activity_loss",
+    "REGULARIZER",
+    "regularizer",
+    "param_loss",
+]
+
 RngSource = nnx.Rngs | nnx.RngStream | None
 
 
@@ -297,9 +312,9 @@ class ActivityRegularization(nnx.Module):
   over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 does
   (``reduction="batch_mean"``), or summed over the batch too with ``reduction="sum"``
   (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. Each call
-  overwrites the module's :class:`ActivityLoss` (a float32 scalar, zero before the
-  first call), so the state keeps one shape under ``nnx.jit``,
-  ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in one forward pass keeps
+  overwrites the module's :class:`ActivityLoss` (a scalar of the default float dtype,
+  float32, or float64 under x64; zero before the first call), so the state keeps one
+  shape under ``nnx.jit``, ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in one forward pass keeps
   only its second penalty: use one module per call site. Add :func:`activity_loss` of
   the model, read inside the loss function after the forward pass, to the training
   loss; its gradient reaches every parameter the activation depends on.
@@ -316,7 +331,8 @@ class ActivityRegularization(nnx.Module):
     self.l1 = l1
     self.l2 = l2
     self.reduction = check_activity_reduction(reduction)
-    self.activity = ActivityLoss(jnp.zeros((), jnp.float32))
+    # The default float dtype (float64 under x64), so that no penalty is rounded here.
+    self.activity = ActivityLoss(jnp.zeros((), jnp.result_type(float)))
 
   def __call__(self, inputs) -> jax.Array:
     self.activity[...] = activity_penalty(inputs, ElasticNet(self.l1, self.l2),

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import _checks
+from jaxreg import _sharding
 from jaxreg import prox as _prox
 from jaxreg import select
 from jaxreg.regularizers import Regularizer
@@ -67,7 +68,8 @@ class Orthogonal(Regularizer):
       raise ValueError(
           f"Orthogonal needs matrices, got a selected leaf of shape {w.shape}; pass "
           "where= to select only 2-D leaves (e.g. where=jaxreg.select.kernels())")
-    w = w.astype(jnp.promote_types(w.dtype, jnp.float32))
+    # Every row meets every other: on an explicit-axis mesh the matrix is gathered.
+    w = _sharding.replicated(w.astype(jnp.promote_types(w.dtype, jnp.float32)))
     if self.mode == "columns":
       w = w.T
     size = w.shape[0]

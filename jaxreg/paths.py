@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _sharding
 from jaxreg import prox as _prox
 
 # scikit-learn's floor for a degenerate alpha grid (y orthogonal to every column).
@@ -40,8 +41,16 @@ def _check_xy(X, y, weights):
   X, y = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
   if X.ndim != 2:
     raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")
+  if 0 in X.shape:
+    raise ValueError(f"X has no {'rows' if X.shape[0] == 0 else 'features'}: shape {X.shape}")
   if y.shape != X.shape[:1]:
     raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+  # The solver's products couple every row and feature: on an explicit-axis mesh, the
+  # data are gathered (XLA's partitioner decides elsewhere).
+  X, y = _sharding.replicated(X), _sharding.replicated(y)
+  for name, array in (("X", X), ("y", y)):  # As scikit-learn refuses them.
+    if _is_concrete(array) and not np.all(np.isfinite(np.asarray(array))):
+      raise ValueError(f"{name} contains NaN or infinity")
   if weights is None:
     return X, y, None
   weights = _checks.check_nonnegative(weights, "weights")
@@ -49,12 +58,16 @@ def _check_xy(X, y, weights):
     raise ValueError(f"weights must have shape {y.shape}, got {jnp.shape(weights)}")
   if _is_concrete(weights) and not np.asarray(weights).sum() > 0:
     raise ValueError("weights are all 0: no row to fit")
-  return X, y, jnp.asarray(weights, dtype)
+  return X, y, _sharding.replicated(jnp.asarray(weights, dtype))
 
 
-def _check_l1_ratio(l1_ratio):
-  if _is_concrete(l1_ratio) and not 0 < float(l1_ratio) <= 1:
-    raise ValueError(f"l1_ratio must be in (0, 1], got {l1_ratio}")
+def _check_l1_ratio(l1_ratio, *, grid: bool):
+  """``l1_ratio`` in ``[0, 1]``; 0 (ridge) only where no grid is made from
+  :func:`alpha_max`, which divides by it (scikit-learn refuses it there too)."""
+  l1_ratio = _checks.check_rate(l1_ratio, "l1_ratio")
+  if grid and isinstance(l1_ratio, float) and l1_ratio == 0:
+    raise ValueError("l1_ratio=0 has no alpha_max (every alpha leaves some coefficient "
+                     "non-zero): pass the alphas as an array")
   return l1_ratio
 
 
@@ -89,7 +102,7 @@ def alpha_max(X, y, *, l1_ratio=1.0, weights=None) -> jax.Array:
   1.0
   """
   X, y, weights = _check_xy(X, y, weights)
-  return _weighted_alpha_max(X, y, weights, _check_l1_ratio(l1_ratio))
+  return _weighted_alpha_max(X, y, weights, _check_l1_ratio(l1_ratio, grid=True))
 
 
 def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=10_000,
@@ -104,8 +117,9 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
 
   (``ρ = l1_ratio``, ``w`` = ``weights``, all ones by default: ``1/(2n)‖y − Xβ‖²``) by
   FISTA with adaptive restart (O'Donoghue & Candès, 2015), step ``1/L`` with ``L`` the
-  largest eigenvalue of :math:`X^\top W X / \sum w`, each point started from the
-  previous solution, the proximal step :func:`jaxreg.prox.elastic_net`. It stops when
+  largest eigenvalue of :math:`X^\top W X / \sum w` (by power iteration, raised by
+  1%), each point started from the previous solution, the proximal step
+  :func:`jaxreg.prox.elastic_net`. It stops when
   scikit-learn's duality gap is below ``tol·‖y‖²`` (its ``tol`` means the same) or
   after ``max_iter`` steps; on concrete inputs a point that did not converge warns.
   In float32 the gap cannot be resolved much below ``1e-6·‖y‖²``.
@@ -125,12 +139,13 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
   (Array([1. , 0.1], dtype=float32), (2, 2), True)
   """
   X, y, weights = _check_xy(X, y, weights)
-  l1_ratio = _check_l1_ratio(l1_ratio)
+  grid = isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool)
+  l1_ratio = _check_l1_ratio(l1_ratio, grid=grid)
   if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
     raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
   tol = _checks.check_nonnegative(tol, "tol")
   count = None
-  if isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool):
+  if grid:
     if alphas < 1:
       raise ValueError(f"alphas as a count must be >= 1, got {alphas}")
     if _is_concrete(eps) and not float(eps) > 0:
@@ -152,6 +167,35 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
   return alphas, coefs.T
 
 
+# Power iteration stops when the estimate moves by less than this, relatively; the
+# estimate is then raised by _EIGENVALUE_MARGIN, as it approaches the eigenvalue from below.
+_EIGENVALUE_RTOL = 1e-6
+_EIGENVALUE_MARGIN = 1.01
+
+
+def _largest_eigenvalue(gram, max_steps: int = 1000):
+  """The largest eigenvalue of a symmetric positive semi-definite ``gram``, by power
+  iteration from a fixed pseudo-random start, raised by 1%: an upper bound in practice,
+  for a step ``1/L`` that FISTA can take. Unlike ``eigvalsh`` it needs no solver library
+  (no custom call on GPU) and costs one matrix-vector product per step."""
+  v = jax.random.normal(jax.random.key(0), gram.shape[:1], gram.dtype)
+
+  def step(state):
+    v, estimate, _, k = state
+    w = gram @ v
+    norm = jnp.linalg.norm(w)
+    return w / jnp.where(norm > 0, norm, 1), v @ w, estimate, k + 1
+
+  def unfinished(state):
+    _, estimate, previous, k = state
+    return (jnp.abs(estimate - previous) > _EIGENVALUE_RTOL * estimate) & (k < max_steps)
+
+  v = v / jnp.linalg.norm(v)
+  start = (v, jnp.zeros((), gram.dtype), jnp.full((), jnp.inf, gram.dtype), 0)
+  _, estimate, _, _ = jax.lax.while_loop(unfinished, step, step(start))
+  return _EIGENVALUE_MARGIN * estimate
+
+
 @functools.partial(jax.jit, static_argnames="count")
 def _path(X, y, weights, alphas, count, eps, l1_ratio, tol, max_iter):
   X, y, n = _weighted(X, y, weights)
@@ -163,20 +207,25 @@ def _path(X, y, weights, alphas, count, eps, l1_ratio, tol, max_iter):
     alphas = jnp.sort(jnp.asarray(alphas, X.dtype))[::-1]
   Xty = X.T @ y
   gram = X.T @ X if X.shape[1] <= X.shape[0] else X @ X.T  # same largest eigenvalue
-  step = n / jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], jnp.finfo(X.dtype).tiny)
+  step = n / jnp.maximum(_largest_eigenvalue(gram), jnp.finfo(X.dtype).tiny)
   limit = tol * (y @ y)
 
   def gap(w, Xw, XtXw, l1, l2):
-    # scikit-learn's duality gap (cd_fast.enet_coordinate_descent), on the objective
-    # times n: a dual point scaled into the feasible set of the L1 term.
+    # scikit-learn's duality gap (cd_fast.gap_enet), on the objective times n.
     residual = y - Xw
-    r2 = residual @ residual
-    correlation = Xty - XtXw - l2 * n * w
+    r2, ry, w2 = residual @ residual, residual @ y, w @ w
+    beta = l2 * n
+    # With an L1 term: a dual point scaled into the feasible set of the L1 term.
+    correlation = Xty - XtXw - beta * w
     dual_norm = jnp.max(jnp.abs(correlation))
     scale = jnp.where(dual_norm > l1 * n, l1 * n / jnp.where(dual_norm > 0, dual_norm, 1),
                       1.0)
-    return (0.5 * r2 * (1 + scale**2) + l1 * n * jnp.sum(jnp.abs(w))
-            - scale * (residual @ y) + 0.5 * l2 * n * (1 + scale**2) * (w @ w))
+    with_l1 = (0.5 * (r2 + beta * w2) * (1 + scale**2) + l1 * n * jnp.sum(jnp.abs(w))
+               - scale * ry)
+    # Without one (l1_ratio = 0): ridge's own dual; at alpha = 0, the normal equations.
+    xtr2 = jnp.sum(jnp.square(Xty - XtXw))
+    ridge = r2 + 0.5 * beta * w2 - ry + xtr2 / (2 * jnp.where(beta > 0, beta, 1))
+    return jnp.where(l1 > 0, with_l1, jnp.where(beta > 0, ridge, xtr2))
 
   def solve(w, alpha):
     l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
@@ -206,4 +255,6 @@ def _path(X, y, weights, alphas, count, eps, l1_ratio, tol, max_iter):
     return final[0], (final[0], final[-1])
 
   _, (coefs, gaps) = jax.lax.scan(solve, jnp.zeros(X.shape[1], X.dtype), alphas)
-  return alphas, coefs, gaps, limit
+  # Traced non-finite data (checked where known) must not come out as zeros.
+  finite = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(y))
+  return alphas, jnp.where(finite, coefs, jnp.nan), gaps, limit

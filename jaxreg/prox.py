@@ -11,12 +11,62 @@ sets small coordinates to exactly 0 (a plain gradient step with ``λ·sign(w)`` 
 oscillates around 0). The penalties follow jaxreg's convention: ``λΣ|w|`` and
 ``λΣw²`` (no ½). ``t`` may be a scalar or an array that broadcasts against ``x`` (one
 threshold per coordinate, as preconditioned methods need).
+
+Thresholds, steps and bounds must be finite and ``>= 0``: a known negative, infinite or
+NaN one raises ``ValueError`` naming it (a negative threshold is no prox: it would
+grow ``x``), and a traced one that is negative or NaN acts as 0. An integer ``x`` is
+computed in the default float dtype, as ``jnp.sqrt`` would. A bfloat16 or float16 ``x``
+is computed in float32, thresholds included, and rounded once to its dtype.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jaxreg import _checks
+
+__all__ = [
+    "soft_threshold",
+    "hard_threshold",
+    "ridge",
+    "elastic_net",
+    "group_norm",
+    "group_soft_threshold",
+    "nonneg_soft_threshold",
+    "nonneg_ridge",
+    "KERAS_EPSILON",
+    "non_negative",
+    "max_norm",
+    "min_max_norm",
+    "unit_norm",
+]
+
+
+def _floating(x) -> jax.Array:
+  """``x`` as an array of a floating dtype (integers promoted as jnp does)."""
+  x = jnp.asarray(x)
+  return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
+
+
+def _wide(x) -> jax.Array:
+  """``x`` in the dtype it is computed in: float32 for 16-bit dtypes, else its own."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _threshold(t, name: str, dtype) -> jax.Array:
+  """A checked threshold (:func:`jaxreg._checks.check_nonnegative`) in ``dtype``."""
+  return jnp.asarray(_checks.check_nonnegative(t, name), dtype)
+
+
+def _soft(w, t):
+  # The same map as sign(w)·max(|w| - t, 0), but a zeroed entry is +0.0 (the product
+  # gives -0.0 for negative w) and a NaN stays NaN.
+  return w - jnp.clip(w, -t, t)
+
+
+def _ridge(w, t):
+  return w / (1 + 2 * t)
 
 
 def soft_threshold(x, t) -> jax.Array:
@@ -28,11 +78,9 @@ def soft_threshold(x, t) -> jax.Array:
   >>> soft_threshold(jnp.array([-2.0, 0.5, 3.0]), 1.0)
   Array([-1.,  0.,  2.], dtype=float32)
   """
-  x = jnp.asarray(x)
-  t = jnp.asarray(t, x.dtype)
-  # The same map as sign(x)·max(|x| - t, 0), but a zeroed entry is +0.0 (the product
-  # gives -0.0 for negative x) and a NaN stays NaN.
-  return x - jnp.clip(x, -t, t)
+  x = _floating(x)
+  w = _wide(x)
+  return _soft(w, _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
 def hard_threshold(x, t) -> jax.Array:
@@ -46,9 +94,10 @@ def hard_threshold(x, t) -> jax.Array:
   >>> hard_threshold(jnp.array([-2.0, 0.5, 3.0]), 0.5)
   Array([-2.,  0.,  3.], dtype=float32)
   """
-  x = jnp.asarray(x)
-  t = jnp.asarray(t, x.dtype)
-  return jnp.where(jnp.abs(x) > jnp.sqrt(2 * t), x, jnp.zeros((), x.dtype))
+  x = _floating(x)
+  w = _wide(x)
+  t = _threshold(t, "t", w.dtype)
+  return jnp.where(jnp.abs(w) > jnp.sqrt(2 * t), x, jnp.zeros((), x.dtype))
 
 
 def ridge(x, t) -> jax.Array:
@@ -58,8 +107,9 @@ def ridge(x, t) -> jax.Array:
   >>> ridge(jnp.array([3.0]), 1.0)
   Array([1.], dtype=float32)
   """
-  x = jnp.asarray(x)
-  return x / (1 + 2 * jnp.asarray(t, x.dtype))
+  x = _floating(x)
+  w = _wide(x)
+  return _ridge(w, _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
 def elastic_net(x, t1, t2) -> jax.Array:
@@ -72,22 +122,26 @@ def elastic_net(x, t1, t2) -> jax.Array:
   >>> elastic_net(jnp.array([-2.0, 0.5, 4.0]), 1.0, 0.5)
   Array([-0.5,  0. ,  1.5], dtype=float32)
   """
-  return ridge(soft_threshold(x, t1), t2)
+  x = _floating(x)
+  w = _wide(x)
+  t1, t2 = _threshold(t1, "t1", w.dtype), _threshold(t2, "t2", w.dtype)
+  return _ridge(_soft(w, t1), t2).astype(x.dtype)
 
 
 def group_norm(x, axis, keepdims: bool = False) -> jax.Array:
   r""":math:`\lVert x_g \rVert_2` over ``axis``, like ``jnp.linalg.norm(x, axis=axis)``.
 
-  Its gradient at a zero group is 0 (a subgradient) instead of NaN.
+  Its gradient at a zero group is 0 (a subgradient) instead of NaN. A 16-bit ``x``
+  is summed in float32 and the norms rounded once.
 
   >>> import jax.numpy as jnp
   >>> group_norm(jnp.array([[3.0, 0.0], [4.0, 0.0]]), axis=0)
   Array([5., 0.], dtype=float32)
   """
-  x = jnp.asarray(x)
-  squares = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+  x = _floating(x)
+  squares = jnp.sum(jnp.square(_wide(x)), axis=axis, keepdims=keepdims)
   positive = squares > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0)
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0).astype(x.dtype)
 
 
 def group_soft_threshold(x, t, axis) -> jax.Array:
@@ -103,11 +157,13 @@ def group_soft_threshold(x, t, axis) -> jax.Array:
   Array([[2.4, 0. ],
          [3.2, 0. ]], dtype=float32)
   """
-  x = jnp.asarray(x)
-  norms = group_norm(x, axis, keepdims=True)
+  x = _floating(x)
+  w = _wide(x)
+  t = _threshold(t, "t", w.dtype)
+  norms = group_norm(w, axis, keepdims=True)
   positive = norms > 0
-  shrink = jnp.maximum(1 - jnp.asarray(t, x.dtype) / jnp.where(positive, norms, 1), 0)
-  return jnp.where(positive, shrink, 0).astype(x.dtype) * x
+  shrink = jnp.maximum(1 - t / jnp.where(positive, norms, 1), 0)
+  return (jnp.where(positive, shrink, 0) * w).astype(x.dtype)
 
 
 # Non-negative proxes: the penalty plus the indicator of z >= 0. For a penalty that is
@@ -123,7 +179,9 @@ def nonneg_soft_threshold(x, t) -> jax.Array:
   >>> nonneg_soft_threshold(jnp.array([-2.0, 0.5, 3.0]), 1.0)
   Array([0., 0., 2.], dtype=float32)
   """
-  return non_negative(soft_threshold(x, t))
+  x = _floating(x)
+  w = _wide(x)
+  return jnp.maximum(_soft(w, _threshold(t, "t", w.dtype)), 0).astype(x.dtype)
 
 
 def nonneg_ridge(x, t) -> jax.Array:
@@ -138,7 +196,9 @@ def nonneg_ridge(x, t) -> jax.Array:
   >>> nonneg_ridge(jnp.array([-2.0, 3.0]), 1.0)
   Array([0., 1.], dtype=float32)
   """
-  return non_negative(ridge(x, t))
+  x = _floating(x)
+  w = _wide(x)
+  return _ridge(jnp.maximum(w, 0), _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
 # Projections: the prox of the indicator of a set (0 on it, +inf off it), whatever the
@@ -157,20 +217,27 @@ def non_negative(x) -> jax.Array:
   >>> non_negative(jnp.array([-1.0, 2.0]))
   Array([0., 2.], dtype=float32)
   """
-  x = jnp.asarray(x)
+  x = _floating(x)
   return jnp.maximum(x, jnp.zeros((), x.dtype))
 
 
-def _rescale(x, axis, target_norm, epsilon):
+def _rescale(x, axis, target_norm, epsilon, ratio_at_zero=0.0):
   """``x·target(n)/(epsilon + n)`` with ``n`` the norm over ``axis``, Keras's formula,
-  computed in at least float32 and returned in ``x``'s dtype."""
-  x = jnp.asarray(x)
-  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  computed in at least float32 and returned in ``x``'s dtype.
+
+  At a zero group with ``epsilon = 0`` the factor is ``ratio_at_zero``, the limit of
+  ``target(n)/n`` as ``n -> 0``: ``x`` is 0 there, so the value is 0 either way, but
+  the factor is the derivative there (1 for a ball that contains 0, whose projection
+  is the identity around it)."""
+  x = _floating(x)
+  epsilon = _checks.check_nonnegative(epsilon, "epsilon")
+  wide = _wide(x)
   norms = group_norm(wide, axis, keepdims=True)
   denominator = epsilon + norms
-  # At a zero group (with epsilon = 0) the factor is irrelevant: x is 0 there.
-  safe = jnp.where(denominator > 0, denominator, 1)
-  return (wide * (target_norm(norms) / safe)).astype(x.dtype)
+  positive = denominator > 0
+  factor = jnp.where(positive, target_norm(norms) / jnp.where(positive, denominator, 1),
+                     ratio_at_zero)
+  return (wide * factor).astype(x.dtype)
 
 
 def max_norm(x, max_value, axis=0, epsilon: float = KERAS_EPSILON) -> jax.Array:
@@ -187,7 +254,10 @@ def max_norm(x, max_value, axis=0, epsilon: float = KERAS_EPSILON) -> jax.Array:
   Array([[0.6, 0.3],
          [0.8, 0.4]], dtype=float32)
   """
-  return _rescale(x, axis, lambda n: jnp.minimum(n, max_value), epsilon)
+  max_value = _checks.check_nonnegative(max_value, "max_value")
+  # Around a zero group the projection is the identity when the ball has a radius.
+  return _rescale(x, axis, lambda n: jnp.minimum(n, max_value), epsilon,
+                  ratio_at_zero=jnp.where(jnp.asarray(max_value) > 0, 1.0, 0.0))
 
 
 def min_max_norm(x, min_value, max_value, rate=1.0, axis=0,
@@ -207,10 +277,22 @@ def min_max_norm(x, min_value, max_value, rate=1.0, axis=0,
   Array([[0.6],
          [0.8]], dtype=float32)
   """
+  min_value = _checks.check_nonnegative(min_value, "min_value")
+  max_value = _checks.check_nonnegative(max_value, "max_value")
+  if not any(isinstance(v, jax.core.Tracer) for v in (min_value, max_value)):
+    if float(min_value) > float(max_value):
+      raise ValueError(f"min_value must be <= max_value, got min_value={min_value}, "
+                       f"max_value={max_value}")
+  rate = _checks.check_rate(rate, "rate")
+
   def target(n):
     return rate * jnp.clip(n, min_value, max_value) + (1 - rate) * n
 
-  return _rescale(x, axis, target, epsilon)
+  # target(n)/n near 0: r·clip(n, a, b)/n + (1 - r), where clip(n, a, b)/n -> 1 for
+  # a = 0 < b, 0 for a = b = 0; for a > 0 it grows without bound and x = 0 stays 0.
+  clip_ratio = jnp.where(jnp.asarray(max_value) > 0, 1.0, 0.0)
+  ratio = jnp.where(jnp.asarray(min_value) > 0, 0.0, rate * clip_ratio + (1 - rate))
+  return _rescale(x, axis, target, epsilon, ratio_at_zero=ratio)
 
 
 def unit_norm(x, axis=0, epsilon: float = KERAS_EPSILON) -> jax.Array:

@@ -79,10 +79,23 @@ def _step_per_leaf(step, params) -> list:
     raise ValueError(
         "step must be a scalar or a pytree with the structure of params; got "
         f"{jax.tree.structure(step)} for params {treedef}")
-  return jax.tree.leaves(step)
+  return [_checks.check_nonnegative(t, "step") for t in jax.tree.leaves(step)]
 
 
 _LEAF = jax.tree.structure(0.0)
+
+
+def _refuse_a_step_count(params):
+  """A regularizer is callable, so ``optax.inject_hyperparams`` takes one for a
+  schedule and calls it on the step count: say so, rather than that nothing is
+  selected in an integer scalar."""
+  if (jax.tree.structure(params) == _LEAF and jnp.ndim(params) == 0
+      and jnp.issubdtype(jnp.result_type(params), jnp.integer)
+      and not isinstance(params, int)):
+    raise TypeError(
+        "a regularizer was called on an integer scalar, as optax.inject_hyperparams "
+        "calls every callable hyperparameter as a schedule of the step count; pass "
+        "static_args=('reg',) to optax.inject_hyperparams so it is passed as it is")
 
 
 class Regularizer:
@@ -105,9 +118,11 @@ class Regularizer:
   coordinate (as ``jaxreg.transforms.prox_adam`` passes)."""
 
   def __call__(self, params) -> jax.Array:
+    _refuse_a_step_count(params)
     flags = select.selection(self.where, params)
-    terms = [self._leaf_value(w) for selected, w in zip(flags, jax.tree.leaves(params))
-             if selected]
+    # jnp.asarray: a Python-float leaf is a parameter too, penalized as a 0-d array.
+    terms = [self._leaf_value(jnp.asarray(w))
+             for selected, w in zip(flags, jax.tree.leaves(params)) if selected]
     return sum(terms, start=jnp.zeros((), jnp.float32))
 
   def prox(self, params, step):
@@ -116,7 +131,7 @@ class Regularizer:
     steps = _step_per_leaf(step, params)
     values, treedef = jax.tree.flatten(params)
     return jax.tree.unflatten(treedef, [
-        self._leaf_prox(w, t) if selected else w
+        self._leaf_prox(jnp.asarray(w), t) if selected else w
         for selected, w, t in zip(flags, values, steps)])
 
   def selected(self, params) -> dict[str, tuple[int, ...]]:
@@ -321,6 +336,7 @@ class Sum(Regularizer):
     self.terms = tuple(terms)
 
   def __call__(self, params):
+    _refuse_a_step_count(params)
     return sum((term(params) for term in self.terms), start=jnp.zeros((), jnp.float32))
 
   def prox(self, params, step):
@@ -331,6 +347,7 @@ class Sum(Regularizer):
       active = [term for term, selected in zip(self.terms, flags) if selected]
       if not active:
         return w
+      w = jnp.asarray(w)  # A Python-float leaf, as a 0-d array.
       if len(active) == 1:
         return active[0]._leaf_prox(w, t)
       # max(·, 0) after the prox of an even, coordinate-wise convex penalty is the

@@ -20,10 +20,11 @@ metadata box) adds to the path is dropped. A plain pytree is all parameters, so 
 penalize something else on purpose, pass it alone (``reg(variables["batch_stats"])``).
 :func:`path_string` writes a JAX key path the way these paths are written.
 
-Only floating-point leaves are ever selected: a callable's ``True`` on an integer leaf
-is ignored, and a bool tree that selects one is a ``TypeError``. Selection happens at
-trace time from paths, shapes and dtypes, never from values, so it costs nothing at run
-time. Selected-out leaves add 0 to a penalty and come back untouched from ``prox``.
+Only floating-point leaves are ever selected (arrays of a floating dtype, and Python
+floats, which are parameters as they are in Optax): a callable's ``True`` on an
+integer leaf is ignored, and a bool tree that selects one is a ``TypeError``.
+Selection happens at trace time from paths, shapes and dtypes, never from values, so
+it costs nothing at run time. Selected-out leaves add 0 to a penalty and come back untouched from ``prox``.
 
 **Nothing selected is an error.** A regularizer whose ``where`` selects no
 floating-point parameter of the tree it is given raises ``ValueError`` naming the
@@ -53,6 +54,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Predicate = Callable[[tuple, Any], bool]
 
@@ -66,6 +68,8 @@ def path_string(path) -> str:
 
 
 def _is_floating(leaf) -> bool:
+  if isinstance(leaf, float):  # A Python float is a parameter, as in Optax.
+    return True
   dtype = getattr(leaf, "dtype", None)
   return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
@@ -140,7 +144,7 @@ class Kernels:
   """Weight matrices and convolution kernels; see :func:`kernels` for the rule."""
 
   def flags(self, tree: list[Leaf]) -> list[bool]:
-    bias_ndim = {leaf.path[:-1]: leaf.value.ndim for leaf in tree
+    bias_ndim = {leaf.path[:-1]: np.ndim(leaf.value) for leaf in tree
                  if leaf.path and _leaf_name(leaf.path) == "bias" and _is_floating(leaf.value)}
     return [_is_floating(leaf.value) and _is_kernel(leaf, bias_ndim) for leaf in tree]
 
@@ -157,7 +161,7 @@ def _is_kernel(leaf: Leaf, bias_ndim: dict) -> bool:
   # A bias has one axis of its own, so a bias beside the leaf with more counts the
   # layer axes that nn.scan, nnx.scan or a vmap stacked in front of the layer.
   layer_axes = max(bias_ndim.get(leaf.path[:-1], 1) - 1, 0)
-  return leaf.value.ndim - layer_axes >= 2
+  return np.ndim(leaf.value) - layer_axes >= 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,7 +414,7 @@ def selection(where, params) -> list[bool]:
   flags = _flags(selector, params)
   if not any(flags) and not isinstance(selector, AllowEmpty):
     tree = [leaf for leaf in leaves(params) if leaf.is_param and _is_floating(leaf.value)]
-    shown = ", ".join(f"{path_string(leaf.path)} {tuple(leaf.value.shape)}"
+    shown = ", ".join(f"{path_string(leaf.path)} {np.shape(leaf.value)}"
                       for leaf in tree[:8])
     more = f", and {len(tree) - 8} more" if len(tree) > 8 else ""
     raise ValueError(
@@ -422,5 +426,5 @@ def selection(where, params) -> list[bool]:
 
 def selected(where, params) -> dict[str, tuple[int, ...]]:
   """``{path: shape}`` of the leaves ``where`` selects in ``params``."""
-  return {path_string(leaf.path): tuple(leaf.value.shape)
+  return {path_string(leaf.path): np.shape(leaf.value)
           for flag, leaf in zip(_flags(as_selector(where), params), leaves(params)) if flag}

@@ -25,7 +25,14 @@ lr))`` with one ``lr`` object (float or schedule) is exactly :func:`prox_sgd`. A
 cannot be inspected from inside, so a mismatch (a schedule in one place, a float in
 the other) is not detected there: pass the same object twice. :func:`prox_sgd` and
 :func:`prox_adam` take the learning rate once and cannot mismatch. A learning rate
-that is neither a number nor a callable raises ``TypeError``.
+that is neither a number nor a callable raises ``TypeError``. A learning rate of 0 (a
+schedule's last step, a warm-up's first) leaves the weights where they are, in every
+proximal optimizer here: FISTA's momentum and FTRL's closed form included.
+
+**Parameters** may be arrays or Python floats (a Python-float leaf is a parameter, moved
+as a 0-d array, as Optax's ``apply_updates`` does). ``optax.inject_hyperparams`` takes
+every callable argument for a schedule, a regularizer too: pass
+``static_args=("reg",)``.
 
 **Conventions.** ``L2(λ)`` is :math:`λ\sum w^2`, with gradient :math:`2λw`; Optax's
 ``add_decayed_weights(wd)`` adds :math:`wd\cdot w`. So:
@@ -62,6 +69,22 @@ import numpy as np
 import optax
 from jaxreg import _checks
 from jaxreg.regularizers import Regularizer
+
+__all__ = [
+    "NO_PARAMS_MSG",
+    "ProximalState",
+    "ProxSGDState",
+    "FISTAState",
+    "ProxAdamState",
+    "ProxAdagradState",
+    "FtrlState",
+    "add_gradient",
+    "proximal",
+    "prox_sgd",
+    "prox_adam",
+    "prox_adagrad",
+    "ftrl",
+]
 
 # Optax's own wording for a transform that needs params and got none (it has no
 # public name there), so users meet the message they know.
@@ -136,6 +159,11 @@ def _learning_rate_at(learning_rate, count):
   return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
+def _dtype(leaf):
+  """A leaf's dtype; a Python-float leaf (a parameter, as in Optax) has jnp's."""
+  return jnp.result_type(leaf)
+
+
 def _descent(learning_rate, direction):
   """``-lr·d`` in ``d``'s dtype, the update ``optax.scale_by_learning_rate`` makes."""
   return jax.tree.map(lambda d: jnp.asarray(-learning_rate, d.dtype) * d, direction)
@@ -144,12 +172,13 @@ def _descent(learning_rate, direction):
 def _prox_updates(reg, params, updates, step):
   """Updates that move ``params`` to ``prox_{step·R}(params + updates)``."""
   # The prox acts on the point optax.apply_updates would produce, in the params' dtype.
-  moved = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+  moved = jax.tree.map(lambda p, u: (p + u).astype(_dtype(p)), params, updates)
   new = reg.prox(moved, step)
   # A zeroed coordinate gets the update -p, and p + (-p) is exactly 0, provided -p is
   # not rounded: hence the wider of the two dtypes (the updates' own when they agree).
-  return jax.tree.map(lambda n, p, u: (n - p).astype(jnp.promote_types(p.dtype, u.dtype)),
-                      new, params, updates)
+  return jax.tree.map(
+      lambda n, p, u: (n - p).astype(jnp.promote_types(_dtype(p), _dtype(u))),
+      new, params, updates)
 
 
 def add_gradient(reg) -> optax.GradientTransformation:
@@ -344,16 +373,22 @@ def _fista(learning_rate, reg) -> optax.GradientTransformation:
       raise ValueError(NO_PARAMS_MSG)
     step = _learning_rate_at(learning_rate, state.count)
     to_x = _prox_updates(reg, params, _descent(step, updates), step)
-    x = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, to_x)
-    t_next = (1 + jnp.sqrt(1 + 4 * state.t ** 2)) / 2
-    beta = (state.t - 1) / t_next
+    x = jax.tree.map(lambda p, u: (p + u).astype(_dtype(p)), params, to_x)
+    # A learning rate of 0 is a step not taken: the params, t and the iterate stay
+    # (the momentum alone would otherwise move the params).
+    moving = jnp.asarray(step) > 0
+    t_next = jnp.where(moving, (1 + jnp.sqrt(1 + 4 * state.t ** 2)) / 2, state.t)
+    beta = jnp.where(moving, (state.t - 1) / t_next, 0.0)
+    x = jax.tree.map(lambda x, x_prev: jnp.where(moving, x, x_prev), x, state.iterate)
     y_next = jax.tree.map(
         lambda x, x_prev: (x + jnp.asarray(beta, x.dtype) * (x - x_prev)).astype(x.dtype),
         x, state.iterate)
-    updates = jax.tree.map(lambda y, p, u: (y - p).astype(jnp.promote_types(p.dtype, u.dtype)),
-                           y_next, params, updates)
-    return updates, FISTAState(count=optax.safe_increment(state.count), t=t_next,
-                               iterate=x)
+    updates = jax.tree.map(
+        lambda y, p, u: jnp.where(moving, y - p, 0).astype(
+            jnp.promote_types(_dtype(p), _dtype(u))),
+        y_next, params, updates)
+    return updates, FISTAState(count=optax.safe_increment(state.count),
+                               t=t_next, iterate=x)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

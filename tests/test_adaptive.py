@@ -72,17 +72,23 @@ def test_prox_adagrad_schedules_checks_and_structured_penalties():
 
 
 def mcmahan_ftrl(alpha, beta, l1, l2, n0, steps, w0):
-  """Algorithm 1 of McMahan et al. (KDD 2013), per coordinate, in float64, with
+  r"""Algorithm 1 of McMahan et al. (KDD 2013), per coordinate, in float64, with
   accumulators starting at ``n0`` and the L2 term 2·l2 (Keras's l2 is on Σw², the
-  paper's λ2 on ½Σw²)."""
+  paper's λ2 on ½Σw²). ``alpha`` is a number or a function of the step: then
+  :math:`σ_t = 1/η_t - 1/η_{t-1}` with :math:`1/η_t = (β + \sqrt{n_t})/α_t`, and
+  :math:`α_{-1} = α_0`."""
+  rate = alpha if callable(alpha) else (lambda t: alpha)
   z, n, w = np.zeros(6), np.full(6, n0), np.asarray(w0, np.float64)
-  for _ in range(steps):
+  previous = rate(0)
+  for t in range(steps):
     g = gradient(w.astype(np.float32)).astype(np.float64)
-    sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / alpha
+    a = rate(t)
+    sigma = (beta + np.sqrt(n + g * g)) / a - (beta + np.sqrt(n)) / previous
     z += g - sigma * w
     n += g * g
     w = np.where(np.abs(z) <= l1, 0.0,
-                 -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / alpha + 2 * l2))
+                 -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / a + 2 * l2))
+    previous = a
   return w
 
 
@@ -93,6 +99,17 @@ def test_ftrl_equals_mcmahan_algorithm():
   np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
   np.testing.assert_array_equal(w == 0, expected == 0)
   assert (w == 0).sum() >= 1 and (w != 0).sum() >= 3
+
+
+def test_ftrl_with_a_schedule_is_mcmahan_s_algorithm_with_those_rates():
+  w0 = np.full(6, 0.1, np.float32)
+  rates = lambda t: 0.5 * 0.9**t
+  expected = mcmahan_ftrl(rates, 0.2, 0.1, 0.01, 0.1, 40, w0)
+  w, _ = run(jr.transforms.ftrl(optax.exponential_decay(0.5, 1, 0.9), beta=0.2, l1=0.1,
+                                l2=0.01), 40, jnp.asarray(w0))
+  np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
+  # The rate has fallen to 0.007: the weights have slowed down, not gone to 0.
+  assert float(jnp.abs(w).max()) > 0.1
 
 
 def test_ftrl_on_pytrees_under_jit_and_without_curvature():

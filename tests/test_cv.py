@@ -318,7 +318,9 @@ def test_cross_validate_bad_input_raises(kwargs, match):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda X, y: cv.lasso_path(X, y, l1_ratio=0.0), r"l1_ratio must be in \(0, 1\], got 0.0"),
+    (lambda X, y: cv.lasso_path(X, y, l1_ratio=0.0), "l1_ratio=0 has no alpha_max"),
+    (lambda X, y: cv.alpha_max(X, y, l1_ratio=0.0), "l1_ratio=0 has no alpha_max"),
+    (lambda X, y: cv.lasso_path(X, y, l1_ratio=1.5), r"l1_ratio must be in \[0, 1\], got 1.5"),
     (lambda X, y: cv.lasso_path(X[:, 0], y), "X must be 2-D"),
     (lambda X, y: cv.lasso_path(X, y[:-1]), "y must have shape"),
     (lambda X, y: cv.lasso_path(X, y, alphas=0), "alphas as a count must be >= 1"),

@@ -21,8 +21,12 @@ import sys
 
 import pytest
 
+# Its tests share a module fixture: under pytest-xdist they run in one worker.
+pytestmark = pytest.mark.xdist_group("examples")
+
 SMOKE_ARGS = {
-    "data_parallel.py": ["--steps", "3", "--linen-steps", "2", "--hidden", "32"],
+    # At its defaults: what it claims about the sharded run is claimed for those.
+    "data_parallel.py": [],
     "overfitting.py": ["--epochs", "60", "--out", "{out}"],
     "lasso_path.py": ["--out", "{out}"],
     "mc_dropout.py": ["--epochs", "20", "--samples", "30", "--out", "{out}"],
@@ -153,6 +157,34 @@ def test_lasso_path_agrees_with_sklearn_at_every_strength(run):
   # Subgradient steps on the same objective leave more coefficients nonzero.
   assert sum(int(row[4]) for row in rows) > sum(int(row[1]) for row in rows)
   _assert_png(result.out / "lasso_path.png")
+
+
+def test_data_parallel_checks_its_claims_at_its_defaults(run):
+  """The 8-device runs agree with the 1-device ones as the script states, over its
+  whole default run (60 NNX steps, 10 linen steps), with exact zeros to compare."""
+  result = run("data_parallel.py")
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  agree = re.findall(r"losses agree to rtol 0.001 at each of the first (\d+) steps: True",
+                     result.stdout)
+  assert agree == ["60", "10"], result.stdout
+  zeros = re.findall(r"exact zeros: (\d+) of \d+ parameters; (\d+) are zero in one run only"
+                     r".*\(lr = 0.003\): True; parameter shardings kept: True", result.stdout)
+  assert len(zeros) == 2 and all(int(count) > 1000 for count, _ in zeros), result.stdout
+
+
+def test_data_parallel_as_two_processes_of_four_devices(tmp_path):
+  """The two-process command of docs/sharding.md: two "hosts" of 4 CPU devices each."""
+  port = 12355 + os.getpid() % 1000  # Apart from a concurrent run's coordinator.
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  processes = [subprocess.Popen(
+      [sys.executable, str(_EXAMPLES / "data_parallel.py"), "--distributed",
+       "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id",
+       str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [process.communicate(timeout=300)[0] for process in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output[-3000:]
+  assert outputs[0].count("at each of the first") == 2, outputs[0]
 
 
 def test_mc_dropout_most_uncertain_tenth_is_least_accurate(run):

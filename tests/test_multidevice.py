@@ -34,6 +34,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import jaxreg as jr
 from jaxreg import transforms
 
+# Its tests share a module fixture: under pytest-xdist they run in one worker.
+pytestmark = pytest.mark.xdist_group("multidevice")
+
 DEVICES = 8
 CHECKS = {}
 

@@ -19,6 +19,9 @@ from sklearn import linear_model
 import jaxreg as jr
 from jaxreg import transforms
 
+# Its tests share a module fixture: under pytest-xdist they run in one worker.
+pytestmark = pytest.mark.xdist_group("sparse_regression")
+
 
 def correlated_problem(n=100, d=30, k=5, rho=0.9, seed=0):
   """Features with correlation ``rho^|i-j|``: ill-conditioned, so ISTA is slow."""
