@@ -37,7 +37,8 @@ def _is_concrete(*values) -> bool:
 
 def _check_xy(X, y, weights):
   """Arrays in one float dtype; ``weights`` stays None (all ones) when not given."""
-  dtype = jnp.result_type(X, y, float)
+  # float32 at least: a 16-bit duality gap could not tell a solution from a start.
+  dtype = jnp.promote_types(jnp.result_type(X, y, float), jnp.float32)
   X, y = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
   if X.ndim != 2:
     raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")
@@ -130,7 +131,8 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
   ``lasso_path``; center ``X`` and ``y`` first for one.
 
   Returns ``(alphas, coefs)``: ``alphas`` descending ``(n_alphas,)``, ``coefs``
-  ``(n_features, n_alphas)``, laid out as scikit-learn's ``lasso_path``/``enet_path``.
+  ``(n_features, n_alphas)``, laid out as scikit-learn's ``lasso_path``/``enet_path``,
+  in float32 or float64 (16-bit data are solved in float32).
 
   >>> import jax.numpy as jnp
   >>> X = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); y = jnp.array([1.0, 0.0, 1.0])

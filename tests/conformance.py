@@ -35,8 +35,8 @@ from jaxreg import prox
 from jaxreg import transforms
 
 # The dimensions a test runs an op along; Op.skip maps one to the reason it does not apply.
-DIMENSIONS = ("dtypes", "x64", "jit", "vmap_keys", "vmap_hyper", "grad", "jvp",
-              "checkpoint", "scan", "mesh", "shapes", "keys", "lowering")
+DIMENSIONS = ("dtypes", "x64", "jit", "vmap_keys", "grad", "jvp", "checkpoint", "scan",
+              "mesh", "shapes", "keys", "lowering")
 
 
 def same(dtype):
@@ -141,8 +141,7 @@ _NEEDS_BATCH_AXIS = {"odd": (3, 5), "empty": (0, 5),
 
 _DROPOUT_FAMILY = [
     Op("jaxreg.dropout", lambda k, x, r: jr.dropout(k, x, r), reference=_mask_reference()),
-    Op("jaxreg.dropout[exact]", lambda k, x, r: jr.dropout(k, x, r, exact=True),
-       skip={"dtypes": "exact=True computes in x's dtype, as Flax does"}),
+    Op("jaxreg.dropout[exact]", lambda k, x, r: jr.dropout(k, x, r, exact=True)),
     Op("jaxreg.dropout[packed]", lambda k, x, r: jr.dropout(k, x, r, residual="packed"),
        reference=_mask_reference()),
     Op("jaxreg.dropout[classic]", lambda k, x, r: jr.dropout(k, x, r, mode="classic"),
@@ -176,7 +175,6 @@ _DROPOUT_FAMILY = [
     Op("jaxreg.mc_predict",
        lambda k, x, r: jr.mc_predict(lambda kk, xx: jr.dropout(kk, xx, r), k, x,
                                      num_samples=4),
-       skip={"dtypes": "the mean and variance of fn's samples are computed in their dtype"},
        sharded_rtol=1e-6),
 ]
 
@@ -196,12 +194,11 @@ def _attention(implementation, group=1, **kwargs):
 
 _ATTENTION_SHAPES = {"odd": (3, 5, 2, 3), "empty": (0, 4, 2, 2),
                      "scalar": Raises((), match="at least 3")}
-_ATTENTION_SKIP = {"dtypes": "attention computes in its inputs' dtype, as Flax does"}
 _ATTENTION = [
     # Grouped-query: 8 query heads, 4 key/value heads, each sharded over 4 devices.
     Op(f"jaxreg.attention.dot_product_attention[{implementation}{variant}]",
        _attention(implementation, **kwargs), shape=shape, param_axis=-2,
-       shapes=_ATTENTION_SHAPES, skip=_ATTENTION_SKIP, sharded_rtol=1e-6, grad_rtol=1e-4)
+       shapes=_ATTENTION_SHAPES, sharded_rtol=1e-6, grad_rtol=1e-4)
     for implementation in attention.IMPLEMENTATIONS
     for variant, kwargs, shape in [
         ("", {}, (4, 8, 4, 4)),
@@ -209,7 +206,7 @@ _ATTENTION = [
 ] + [
     Op("jaxreg.attention.dot_product_attention[dense, exact]",
        _attention("dense", exact=True), shape=(4, 8, 4, 4), param_axis=-2,
-       shapes=_ATTENTION_SHAPES, skip=_ATTENTION_SKIP, sharded_rtol=1e-6, grad_rtol=1e-4),
+       shapes=_ATTENTION_SHAPES, sharded_rtol=1e-6, grad_rtol=1e-4),
 ]
 
 
@@ -243,9 +240,6 @@ def _at_float32_prox(make):
   return reference
 
 
-_NOT_A_PROX = {"grad": "a projection of an indicator: 0 value, piecewise-constant prox",
-               "jvp": "a projection of an indicator: 0 value, piecewise-constant prox"}
-
 _REGULARIZERS = [
     _regularizer_op("jaxreg.L1", jr.L1),
     _regularizer_op("jaxreg.L2", jr.L2),
@@ -266,7 +260,7 @@ _REGULARIZERS = [
                     shapes=_MATRIX_ONLY),
     _regularizer_op("jaxreg.UnitNorm", lambda s: jr.UnitNorm(epsilon=0.0), hyper=None,
                     shapes=_MATRIX_ONLY),
-    _regularizer_op("jaxreg.NonNeg", lambda s: jr.NonNeg(), hyper=None, skip=_NOT_A_PROX),
+    _regularizer_op("jaxreg.NonNeg", lambda s: jr.NonNeg(), hyper=None),
 ]
 
 
@@ -280,9 +274,7 @@ def _prox_op(name, fn, **kwargs):
 
 _PROX = [
     _prox_op("soft_threshold", prox.soft_threshold),
-    _prox_op("hard_threshold", prox.hard_threshold,
-             skip={"grad": "piecewise constant in t; its x-derivative is a 0/1 mask",
-                   "jvp": "piecewise constant in t; its x-derivative is a 0/1 mask"}),
+    _prox_op("hard_threshold", prox.hard_threshold),
     _prox_op("ridge", prox.ridge),
     _prox_op("elastic_net", lambda x, t: prox.elastic_net(x, t, t / 2)),
     _prox_op("group_norm", lambda x, t: prox.group_norm(x, axis=0), hyper=None,
@@ -320,11 +312,8 @@ def _transform(make, steps=2):
   return run
 
 
-def _transform_op(name, make, **kwargs):
-  skip = {"dtypes": "an optimizer step is computed in the params' dtype, as in Optax",
-          **kwargs.pop("skip", {})}
-  return Op(f"jaxreg.transforms.{name}", _transform(make), keyed=False, skip=skip,
-            **kwargs)
+def _transform_op(name, make):
+  return Op(f"jaxreg.transforms.{name}", _transform(make), keyed=False)
 
 
 _L1 = jr.L1(0.1)
@@ -377,7 +366,7 @@ def _module_ops():
   ops = []
   for name, (linen_make, nnx_make, shape, shapes) in _MODULES.items():
     for prefix, run in (("linen", _linen(linen_make)), ("nnx", _nnx(nnx_make))):
-      kwargs = {"shape": shape, "skip": {"dtypes": f"checked on jaxreg.{name.lower()}"}}
+      kwargs = {"shape": shape}
       if shapes is not None:
         kwargs["shapes"] = shapes
       if name == "DropBlock":
@@ -427,26 +416,20 @@ def _nnx_declared(key, x, strength):
   return jn.param_loss(model), jn.regularizer(model).prox(nnx.state(model), 0.5)["w"][...]
 
 
-_ACTIVITY_SHAPES = {"odd": (3, 5), "empty": (0, 5), "scalar": ()}
 _FLAX_PENALTIES = [
-    Op("jaxreg.linen.ActivityRegularization", _linen_activity, keyed=False,
-       out_dtype=(same, wide), skip={"dtypes": "checked on jaxreg.ElasticNet"},
-       sharded_rtol=1e-6),
-    Op("jaxreg.linen.activity_loss", _linen_activity, keyed=False, out_dtype=(same, wide),
-       skip={"dtypes": "checked on jaxreg.ElasticNet"}, sharded_rtol=1e-6),
-    Op("jaxreg.nnx.ActivityRegularization", _nnx_activity, keyed=False,
-       out_dtype=(same, wide), skip={"dtypes": "checked on jaxreg.ElasticNet"},
-       sharded_rtol=1e-6),
-    Op("jaxreg.nnx.activity_loss", _nnx_activity, keyed=False, out_dtype=(same, wide),
-       skip={"dtypes": "checked on jaxreg.ElasticNet"}, sharded_rtol=1e-6),
+    Op(f"jaxreg.{name}", run, keyed=False, out_dtype=(same, wide), sharded_rtol=1e-6)
+    for name, run in [("linen.ActivityRegularization", _linen_activity),
+                      ("linen.activity_loss", _linen_activity),
+                      ("nnx.ActivityRegularization", _nnx_activity),
+                      ("nnx.activity_loss", _nnx_activity)]
 ] + [
     Op(f"jaxreg.linen.{name}", _linen_declared, keyed=False, out_dtype=(wide, same),
        shapes={"odd": (3, 5), "empty": (0, 5), "scalar": "a Dense kernel has two axes"},
-       skip={"dtypes": "checked on jaxreg.L2"}, sharded_rtol=1e-6)
+       sharded_rtol=1e-6)
     for name in ("with_regularizer", "regularizer", "param_loss", "Regularized")
 ] + [
     Op(f"jaxreg.nnx.{name}", _nnx_declared, keyed=False, out_dtype=(wide, same),
-       skip={"dtypes": "checked on jaxreg.L2"}, sharded_rtol=1e-6)
+       sharded_rtol=1e-6)
     for name in ("regularizer", "param_loss")
 ]
 
@@ -501,16 +484,13 @@ _CV = [
        shapes={"odd": (5, 3), "empty": Raises((0, 2), match="folds must be <= the number "
                                                             "of rows \\(0\\)"),
                "scalar": "data are rows: the harness takes two columns of x"},
-       skip={"dtypes": "fit and score are the caller's; the row weights are float32"},
        sharded_rtol=1e-5, grad_rtol=1e-3),
     Op("jaxreg.cv.lasso_path", _lasso_path, shape=(8, 4), hyper=(0.05, 0.02), keyed=False,
        out_dtype=wide, shapes=_PATH_SHAPES,
-       skip={"grad": _NO_REVERSE, "checkpoint": _NO_REVERSE,
-             "dtypes": "solved in float32 or wider (checked: out_dtype)"},
+       skip={"grad": _NO_REVERSE, "checkpoint": _NO_REVERSE},
        sharded_rtol=1e-4, grad_rtol=1e-3),
     Op("jaxreg.cv.alpha_max", lambda k, X, h: cv.alpha_max(X, _target(X)),
        shape=(8, 4), hyper=None, keyed=False, out_dtype=wide, shapes=_PATH_SHAPES,
-       skip={"dtypes": "solved in float32 or wider (checked: out_dtype)"},
        sharded_rtol=1e-6),
 ]
 

@@ -115,6 +115,13 @@ def test_every_public_name_is_in_all_and_in_the_table(module_name):
   assert not missing, f"add to tests/conformance.py: {sorted(missing)}"
 
 
+def test_every_skip_names_a_dimension_and_a_reason():
+  for op in OPS.values():
+    assert set(op.skip) <= set(conformance.DIMENSIONS), (op.name, op.skip)
+    assert all(isinstance(reason, str) and reason for reason in op.skip.values()), op.name
+    assert set(op.shapes) == {"odd", "empty", "scalar"}, (op.name, op.shapes)
+
+
 @pytest.mark.parametrize("check", sorted(set(conformance.COVERED.values()), key=lambda f: f.__name__),
                          ids=lambda f: f.__name__)
 def test_names_without_an_op_of_their_own(check):
