@@ -314,10 +314,11 @@ class ActivityRegularization(nnx.Module):
   (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. Each call
   overwrites the module's :class:`ActivityLoss` (a scalar of the default float dtype,
   float32, or float64 under x64; zero before the first call), so the state keeps one
-  shape under ``nnx.jit``, ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in one forward pass keeps
-  only its second penalty: use one module per call site. Add :func:`activity_loss` of
-  the model, read inside the loss function after the forward pass, to the training
-  loss; its gradient reaches every parameter the activation depends on.
+  shape under ``nnx.jit``, ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in
+  one forward pass keeps only its second penalty: use one module per call site. Add
+  :func:`activity_loss` of the model, read inside the loss function after the forward
+  pass, to the training loss; its gradient reaches every parameter the activation
+  depends on.
 
   >>> import jax.numpy as jnp
   >>> layer = ActivityRegularization(l1=0.5, l2=0.25)

@@ -24,7 +24,8 @@ Only floating-point leaves are ever selected (arrays of a floating dtype, and Py
 floats, which are parameters as they are in Optax): a callable's ``True`` on an
 integer leaf is ignored, and a bool tree that selects one is a ``TypeError``.
 Selection happens at trace time from paths, shapes and dtypes, never from values, so
-it costs nothing at run time. Selected-out leaves add 0 to a penalty and come back untouched from ``prox``.
+it costs nothing at run time. Selected-out leaves add 0 to a penalty and come back
+untouched from ``prox``.
 
 **Nothing selected is an error.** A regularizer whose ``where`` selects no
 floating-point parameter of the tree it is given raises ``ValueError`` naming the

@@ -78,10 +78,12 @@ class Op:
   skip: dict = dataclasses.field(default_factory=dict)  # dimension -> reason
   sharded_rtol: float = 0.0  # 0: bit for bit on every mesh
   grad_rtol: float = 1e-5  # grad·v against jvp(v)
+  also: tuple = ()  # other public names that run exercises, each used in it
 
   @property
-  def base(self) -> str:
-    return self.name.split("[")[0]
+  def names(self) -> set[str]:
+    """The public names this row covers."""
+    return {self.name.split("[")[0], *self.also}
 
 
 # Inputs ----------------------------------------------------------------------------------
@@ -417,20 +419,17 @@ def _nnx_declared(key, x, strength):
 
 
 _FLAX_PENALTIES = [
-    Op(f"jaxreg.{name}", run, keyed=False, out_dtype=(same, wide), sharded_rtol=1e-6)
-    for name, run in [("linen.ActivityRegularization", _linen_activity),
-                      ("linen.activity_loss", _linen_activity),
-                      ("nnx.ActivityRegularization", _nnx_activity),
-                      ("nnx.activity_loss", _nnx_activity)]
-] + [
-    Op(f"jaxreg.linen.{name}", _linen_declared, keyed=False, out_dtype=(wide, same),
+    Op("jaxreg.linen.ActivityRegularization", _linen_activity, keyed=False,
+       out_dtype=(same, wide), sharded_rtol=1e-6, also=("jaxreg.linen.activity_loss",)),
+    Op("jaxreg.nnx.ActivityRegularization", _nnx_activity, keyed=False,
+       out_dtype=(same, wide), sharded_rtol=1e-6, also=("jaxreg.nnx.activity_loss",)),
+    # with_regularizer boxes the kernel in a Regularized; regularizer and param_loss read it.
+    Op("jaxreg.linen.with_regularizer", _linen_declared, keyed=False, out_dtype=(wide, same),
        shapes={"odd": (3, 5), "empty": (0, 5), "scalar": "a Dense kernel has two axes"},
-       sharded_rtol=1e-6)
-    for name in ("with_regularizer", "regularizer", "param_loss", "Regularized")
-] + [
-    Op(f"jaxreg.nnx.{name}", _nnx_declared, keyed=False, out_dtype=(wide, same),
-       sharded_rtol=1e-6)
-    for name in ("regularizer", "param_loss")
+       sharded_rtol=1e-6, also=("jaxreg.linen.Regularized", "jaxreg.linen.regularizer",
+                                "jaxreg.linen.param_loss")),
+    Op("jaxreg.nnx.regularizer", _nnx_declared, keyed=False, out_dtype=(wide, same),
+       sharded_rtol=1e-6, also=("jaxreg.nnx.param_loss",)),
 ]
 
 
