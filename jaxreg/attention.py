@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import _sharding
 from jaxreg import masks
 
@@ -346,7 +347,7 @@ def _blockwise(query, key, value, bias, mask, is_causal, dropout, weights_dtype,
   big_neg = jnp.finfo(dtype).min
   out_dtype = jnp.result_type(weights_dtype, value.dtype)
   # The running statistics, in float32 (float64 for float64 inputs).
-  stats = jnp.promote_types(dtype, jnp.float32)
+  stats = _dtypes.wide(dtype)
   whole_mask = None
   if dropout is not None and dropout.exact:
     whole_mask = dropout.keep()  # threefry cannot draw a block on its own.

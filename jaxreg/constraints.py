@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import prox as _prox
 from jaxreg import select
 from jaxreg.regularizers import Regularizer
@@ -69,7 +70,7 @@ class Constraint(Regularizer):
 
   def _leaf_value(self, w):
     self._check_leaf(w)
-    return jnp.zeros((), jnp.promote_types(w.dtype, jnp.float32))  # as penalties sum
+    return jnp.zeros((), _dtypes.wide(w.dtype))  # as penalties sum
 
   def _leaf_prox(self, w, step):
     self._check_leaf(w)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import masks
 
 # SELU's constants (Klambauer et al., 2017): selu(x) -> -scale·alpha as x -> -inf.
@@ -48,12 +49,6 @@ def _safe_sqrt(v):
   """``sqrt(v)`` for ``v >= 0``, with gradient 0 instead of infinity at ``v == 0``."""
   positive = v > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
-
-
-def _wide(dtype):
-  """The dtype a noise or scaling is computed in before one rounding to ``dtype``:
-  float32 for 16-bit dtypes, ``dtype`` itself for float32 and float64."""
-  return jnp.promote_types(dtype, jnp.float32)
 
 
 def _trivial_rate(rate) -> float | None:
@@ -158,7 +153,7 @@ def dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     if mode == "inverted":
       return x
     # 1 - rate and the product in float32 (or wider), rounded once to x's dtype.
-    return (x.astype(_wide(x.dtype)) * (1.0 - rate)).astype(x.dtype)
+    return (_dtypes.widen(x) * (1.0 - rate)).astype(x.dtype)
   trivial = _trivial_rate(rate)
   if trivial == 0.0:
     return x
@@ -243,7 +238,7 @@ def alpha_dropout(key, x, rate, *, broadcast_dims: Sequence[int] = (),
     return shortcut
   keep = masks.keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims, exact=exact,
                          dtype=x.dtype)
-  wide = _wide(x.dtype)
+  wide = _dtypes.wide(x.dtype)
   q = keep.keep_prob.astype(wide)
   a = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q + _ALPHA_PRIME**2 * q * (1 - q), 1.0)), 0.0)
   b = -a * _ALPHA_PRIME * (1 - q)
@@ -266,7 +261,7 @@ def gaussian_dropout(key, x, rate, *, deterministic: bool = False) -> jax.Array:
   rate = _checks.check_rate(rate)
   if (shortcut := _without_mask(x, rate, deterministic)) is not None:
     return shortcut
-  wide = _wide(x.dtype)
+  wide = _dtypes.wide(x.dtype)
   rate = jnp.asarray(rate, wide)
   below_one = rate < 1
   # The true d(stddev)/d(rate) is infinite at 0; a traced rate gets 0 there, not NaN.
@@ -290,7 +285,7 @@ def gaussian_noise(key, x, stddev, *, deterministic: bool = False) -> jax.Array:
   stddev = _checks.check_nonnegative(stddev, "stddev")
   if deterministic or not draws_at_stddev(stddev):
     return x
-  wide = _wide(x.dtype)
+  wide = _dtypes.wide(x.dtype)
   noise = masks.standard_normal(key, x.shape, wide)
   # Drawn in float32 (float64 for a float64 x), the sum rounded once to x's dtype.
   return (x.astype(wide) + jnp.asarray(stddev, wide) * noise).astype(x.dtype)
@@ -440,7 +435,7 @@ def dropblock(key, x, rate, block_size: int, *,
   # A traced rate of 1 must drop everything too, which gamma <= 1 alone does not.
   kept = ~dropped & (jnp.asarray(rate) < 1)
   # kept broadcasts along coupled channels; the kept fraction is the same either way.
-  wide = _wide(x.dtype)
+  wide = _dtypes.wide(x.dtype)
   scale = kept.size * _safe_reciprocal(jnp.sum(kept, dtype=wide))
   return jnp.where(kept, (x.astype(wide) * scale).astype(x.dtype), jnp.zeros((), x.dtype))
 

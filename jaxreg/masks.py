@@ -125,6 +125,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _NARROW_RESOLUTION_BITS = 16  # Dtypes of 16 bits or fewer: a word's top half.
@@ -403,7 +404,7 @@ def scale_kept(x: jax.Array, mask: jax.Array, keep_prob) -> jax.Array:
   Array([1.33594, 0, 1.33594], dtype=bfloat16)
   """
   q = jnp.asarray(keep_prob, jnp.float32)
-  wide = jnp.promote_types(x.dtype, jnp.float32)
+  wide = _dtypes.wide(x.dtype)
   scale = 1 / jnp.where(q > 0, q, 1.0).astype(wide)
   if x.dtype == jnp.bfloat16:
     return _scale_kept_bfloat16(x, mask, scale, _away_matches_even(keep_prob))

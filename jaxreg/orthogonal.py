@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import _sharding
 from jaxreg import prox as _prox
 from jaxreg import select
@@ -69,7 +70,7 @@ class Orthogonal(Regularizer):
           f"Orthogonal needs matrices, got a selected leaf of shape {w.shape}; pass "
           "where= to select only 2-D leaves (e.g. where=jaxreg.select.kernels())")
     # Every row meets every other: on an explicit-axis mesh the matrix is gathered.
-    w = _sharding.replicated(w.astype(jnp.promote_types(w.dtype, jnp.float32)))
+    w = _sharding.replicated(_dtypes.widen(w))
     if self.mode == "columns":
       w = w.T
     size = w.shape[0]

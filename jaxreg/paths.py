@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import _sharding
 from jaxreg import prox as _prox
 
@@ -38,7 +39,7 @@ def _is_concrete(*values) -> bool:
 def _check_xy(X, y, weights):
   """Arrays in one float dtype; ``weights`` stays None (all ones) when not given."""
   # float32 at least: a 16-bit duality gap could not tell a solution from a start.
-  dtype = jnp.promote_types(jnp.result_type(X, y, float), jnp.float32)
+  dtype = _dtypes.wide(jnp.result_type(X, y, float))
   X, y = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
   if X.ndim != 2:
     raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 
 __all__ = [
     "soft_threshold",
@@ -47,11 +48,6 @@ def _floating(x) -> jax.Array:
   """``x`` as an array of a floating dtype (integers promoted as jnp does)."""
   x = jnp.asarray(x)
   return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
-
-
-def _wide(x) -> jax.Array:
-  """``x`` in the dtype it is computed in: float32 for 16-bit dtypes, else its own."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _threshold(t, name: str, dtype) -> jax.Array:
@@ -79,7 +75,7 @@ def soft_threshold(x, t) -> jax.Array:
   Array([-1.,  0.,  2.], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   return _soft(w, _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
@@ -95,7 +91,7 @@ def hard_threshold(x, t) -> jax.Array:
   Array([-2.,  0.,  3.], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   t = _threshold(t, "t", w.dtype)
   return jnp.where(jnp.abs(w) > jnp.sqrt(2 * t), x, jnp.zeros((), x.dtype))
 
@@ -108,7 +104,7 @@ def ridge(x, t) -> jax.Array:
   Array([1.], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   return _ridge(w, _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
@@ -123,7 +119,7 @@ def elastic_net(x, t1, t2) -> jax.Array:
   Array([-0.5,  0. ,  1.5], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   t1, t2 = _threshold(t1, "t1", w.dtype), _threshold(t2, "t2", w.dtype)
   return _ridge(_soft(w, t1), t2).astype(x.dtype)
 
@@ -139,7 +135,7 @@ def group_norm(x, axis, keepdims: bool = False) -> jax.Array:
   Array([5., 0.], dtype=float32)
   """
   x = _floating(x)
-  squares = jnp.sum(jnp.square(_wide(x)), axis=axis, keepdims=keepdims)
+  squares = jnp.sum(jnp.square(_dtypes.widen(x)), axis=axis, keepdims=keepdims)
   positive = squares > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0).astype(x.dtype)
 
@@ -158,7 +154,7 @@ def group_soft_threshold(x, t, axis) -> jax.Array:
          [3.2, 0. ]], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   t = _threshold(t, "t", w.dtype)
   norms = group_norm(w, axis, keepdims=True)
   positive = norms > 0
@@ -180,7 +176,7 @@ def nonneg_soft_threshold(x, t) -> jax.Array:
   Array([0., 0., 2.], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   return jnp.maximum(_soft(w, _threshold(t, "t", w.dtype)), 0).astype(x.dtype)
 
 
@@ -197,7 +193,7 @@ def nonneg_ridge(x, t) -> jax.Array:
   Array([0., 1.], dtype=float32)
   """
   x = _floating(x)
-  w = _wide(x)
+  w = _dtypes.widen(x)
   return _ridge(jnp.maximum(w, 0), _threshold(t, "t", w.dtype)).astype(x.dtype)
 
 
@@ -231,7 +227,7 @@ def _rescale(x, axis, target_norm, epsilon, ratio_at_zero=0.0):
   is the identity around it)."""
   x = _floating(x)
   epsilon = _checks.check_nonnegative(epsilon, "epsilon")
-  wide = _wide(x)
+  wide = _dtypes.widen(x)
   norms = group_norm(wide, axis, keepdims=True)
   denominator = epsilon + norms
   positive = denominator > 0

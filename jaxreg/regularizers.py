@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import _checks
+from jaxreg import _dtypes
 from jaxreg import prox as _prox
 from jaxreg import select
 
@@ -60,14 +61,10 @@ def _abs_jvp(primals, tangents):
   return jnp.abs(x), jnp.sign(x) * t
 
 
-def _accumulation_dtype(w):
-  return jnp.promote_types(w.dtype, jnp.float32)
-
-
 def _square(w):
   # Squared after the cast: a bf16 square is rounded to 8 bits, while the square of a
   # bf16 value is exact in float32.
-  return jnp.square(w.astype(_accumulation_dtype(w)))
+  return jnp.square(_dtypes.widen(w))
 
 
 def _step_per_leaf(step, params) -> list:
@@ -204,7 +201,7 @@ class L1(Regularizer):
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
-    return self.strength * jnp.sum(_abs(w), dtype=_accumulation_dtype(w))
+    return self.strength * jnp.sum(_abs(w), dtype=_dtypes.wide(w.dtype))
 
   def _leaf_prox(self, w, step):
     return _prox.soft_threshold(w, step * self.strength)
@@ -258,7 +255,7 @@ class ElasticNet(Regularizer):
     self.where = select.as_selector(where)
 
   def _leaf_value(self, w):
-    return (self.l1 * jnp.sum(_abs(w), dtype=_accumulation_dtype(w))
+    return (self.l1 * jnp.sum(_abs(w), dtype=_dtypes.wide(w.dtype))
             + self.l2 * jnp.sum(_square(w)))
 
   def _leaf_prox(self, w, step):
@@ -303,7 +300,7 @@ class GroupLasso(Regularizer):
 
   def _leaf_value(self, w):
     self._check_axis(w)
-    norms = _prox.group_norm(w.astype(_accumulation_dtype(w)), self.axis)
+    norms = _prox.group_norm(_dtypes.widen(w), self.axis)
     return self.strength * jnp.sum(norms)
 
   def _leaf_prox(self, w, step):
