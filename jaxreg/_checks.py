@@ -38,6 +38,11 @@ def _real_dtype(value):
   return dtype
 
 
+def _not_a_real_number(value, name: str) -> TypeError:
+  return TypeError(f"{name} must be a real number (a float or a 0-d array), got "
+                   f"{type(value).__name__}: {value!r}")
+
+
 def check_real(value, name: str):
   """``value`` if it is real-valued (a number, or an array of numbers), else
   ``TypeError`` naming the argument."""
@@ -55,8 +60,7 @@ def check_rate(rate, name: str = "rate"):
   output stays finite.
   """
   if _real_dtype(rate) is None:
-    raise TypeError(f"{name} must be a real number (a float or a 0-d array), got "
-                    f"{type(rate).__name__}: {rate!r}")
+    raise _not_a_real_number(rate, name)
   if jnp.ndim(rate) != 0:
     raise ValueError(
         f"{name} must be a scalar, got shape {jnp.shape(rate)}; use jax.vmap for a batch")
@@ -94,14 +98,8 @@ def check_strength(value, name: str = "strength"):
   ``None``, a string, a bool (``True`` is not 1.0 here) and anything with a shape
   (``[0.1]``) raise ``TypeError`` naming the argument.
   """
-  dtype = getattr(value, "dtype", None)
-  is_real = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
-      dtype is not None and dtype != bool and (jnp.issubdtype(dtype, jnp.floating)
-                                               or jnp.issubdtype(dtype, jnp.integer)))
-  if not is_real:
-    raise TypeError(
-        f"{name} must be a real number (a float or a 0-d array), got "
-        f"{type(value).__name__}: {value!r}")
+  if isinstance(value, (list, tuple)) or _real_dtype(value) is None:
+    raise _not_a_real_number(value, name)
   if jnp.ndim(value) != 0:
     raise TypeError(
         f"{name} must be a scalar, got shape {jnp.shape(value)}; use jax.vmap to "

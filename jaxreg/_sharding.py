@@ -29,7 +29,11 @@ def replicated(x):
 def typed_as_returned(body, carry, x):
   """``carry`` resharded as ``body(carry, x)`` returns it: a scan's carry must keep its
   type, and running statistics made with ``jnp.full`` are replicated, while those the
-  body computes from a batch-sharded input are sharded like it."""
+  body computes from a batch-sharded input are sharded like it. Elsewhere the body is
+  not traced a second time."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if not any(axis == AxisType.Explicit for axis in mesh.axis_types):
+    return carry
   returned = jax.eval_shape(lambda carry: body(carry, x)[0], carry)
   return jax.tree.map(
       lambda value, typed: value if typed.sharding is None
