@@ -9,8 +9,9 @@ penalties with their proximal maps, and adapters for Optax and Flax.
 0.5
 """
 
-import importlib
+import importlib as _importlib
 
+from jaxreg import _deprecation
 from jaxreg import attention
 from jaxreg import cv
 from jaxreg import prox
@@ -20,16 +21,16 @@ from jaxreg.constraints import MaxNorm
 from jaxreg.constraints import MinMaxNorm
 from jaxreg.constraints import NonNeg
 from jaxreg.constraints import UnitNorm
-from jaxreg.dropout import alpha_dropout
-from jaxreg.dropout import drop_connect
-from jaxreg.dropout import drop_path
-from jaxreg.dropout import drop_path_rates
-from jaxreg.dropout import dropblock
-from jaxreg.dropout import dropout
-from jaxreg.dropout import dropout_mask
-from jaxreg.dropout import gaussian_dropout
-from jaxreg.dropout import gaussian_noise
-from jaxreg.dropout import mc_predict
+from jaxreg.stochastic import alpha_dropout
+from jaxreg.stochastic import drop_connect
+from jaxreg.stochastic import drop_path
+from jaxreg.stochastic import drop_path_rates
+from jaxreg.stochastic import dropblock
+from jaxreg.stochastic import dropout
+from jaxreg.stochastic import dropout_mask
+from jaxreg.stochastic import gaussian_dropout
+from jaxreg.stochastic import gaussian_noise
+from jaxreg.stochastic import mc_predict
 from jaxreg.orthogonal import Orthogonal
 from jaxreg.regularizers import ElasticNet
 from jaxreg.regularizers import GroupLasso
@@ -73,9 +74,19 @@ __version__ = "0.1.0"
 
 # Adapters import optax or flax; load them only when asked for (``jr.transforms``).
 _ADAPTERS = ("linen", "nnx", "transforms")
+# The submodules a user imports by name; with the adapters, what ``dir(jaxreg)`` lists
+# beside ``__all__`` (never the private helpers).
+_MODULES = ("activity", "attention", "constraints", "cv", "masks", "orthogonal",
+            "paths", "per_layer", "prox", "regularizers", "select", "stochastic")
+
+_deprecation.install("jaxreg.dropout", "jaxreg.stochastic")
 
 
 def __getattr__(name):
-  if name in _ADAPTERS:
-    return importlib.import_module(f"jaxreg.{name}")
+  if name in _ADAPTERS or name in _MODULES:
+    return _importlib.import_module(f"jaxreg.{name}")
   raise AttributeError(f"module 'jaxreg' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted({*__all__, *_ADAPTERS, *_MODULES, "__version__"})

@@ -107,6 +107,41 @@ def check_strength(value, name: str = "strength"):
   return check_nonnegative(value, name)
 
 
+def check_positive_int(value, name: str, *, allow_none: bool = False):
+  """A count or a length: a Python (or NumPy) int ``>= 1``; ``None`` too if allowed.
+
+  A bool, a float (``2.0``) or an array raises ``TypeError``; ``0`` or a negative
+  int raises ``ValueError``; both name the argument.
+  """
+  if value is None and allow_none:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    also = " or None" if allow_none else ""
+    raise TypeError(f"{name} must be a positive int{also}, got "
+                    f"{type(value).__name__}: {value!r}")
+  if value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")
+  return int(value)
+
+
+def check_axes(axis, name: str = "axis") -> tuple[int, ...]:
+  """An int or a non-empty tuple (or list, as Keras takes) of ints, as a tuple."""
+  axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+  if not axes or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                         for a in axes):
+    raise ValueError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+  return tuple(int(a) for a in axes)
+
+
+def check_axes_fit(axes: tuple[int, ...], shape: tuple[int, ...], owner: str):
+  """Raises ``ValueError`` when an axis is out of range for an array of ``shape``."""
+  if not all(-len(shape) <= a < len(shape) for a in axes):
+    raise ValueError(
+        f"{owner} axis={axes if len(axes) > 1 else axes[0]!r} is out of range for a "
+        f"selected leaf of shape {shape}; pass where= to select only leaves with enough "
+        "dims (e.g. where=jaxreg.select.kernels())")
+
+
 def check_floating(x, name: str = "x"):
   """Dropout and noise are defined on real floating arrays only."""
   dtype = jnp.result_type(x)

@@ -23,3 +23,4 @@ def wide(dtype):
 def widen(x) -> jax.Array:
   """``x`` cast to :func:`wide` of its dtype."""
   return x.astype(wide(x.dtype))
+

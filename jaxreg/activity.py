@@ -12,7 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg.regularizers import Regularizer
+from jaxreg._regularizer import Regularizer
+
+__all__ = ["ACTIVITY_REDUCTIONS", "activity_penalty", "check_activity_reduction"]
 
 ACTIVITY_REDUCTIONS = ("batch_mean", "sum")
 

@@ -30,6 +30,11 @@ stay finite while the weights are outside the set, before the first projection. 
 the same reason a constraint has no gradient: ``jaxreg.transforms.add_gradient``
 refuses one.
 
+**Scaling.** A multiple of an indicator by :math:`c > 0` is the same indicator, so
+``c * C`` is ``C`` itself; ``0 * C`` is the zero penalty, whose prox is the identity
+(:math:`0\cdot\infty = 0`: it no longer constrains), and a traced ``c`` gives a
+:class:`jaxreg.regularizers.Scaled` that projects where ``c > 0``.
+
 **Sums.** ``L1(λ) + NonNeg()`` has the closed-form prox :math:`\max(w - tλ, 0)`, and
 ``L2``, ``ElasticNet`` plus ``NonNeg`` likewise (the elastic-net prox clamped at 0:
 :func:`jaxreg.prox.nonneg_soft_threshold`, :func:`jaxreg.prox.nonneg_ridge`). Any
@@ -57,7 +62,9 @@ from jaxreg import _checks
 from jaxreg import _dtypes
 from jaxreg import prox as _prox
 from jaxreg import select
-from jaxreg.regularizers import Regularizer
+from jaxreg._regularizer import Regularizer
+
+__all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"]
 
 
 class Constraint(Regularizer):
@@ -79,27 +86,24 @@ class Constraint(Regularizer):
   def _check_leaf(self, w):
     del w
 
+  def _scaled(self, c):
+    # An indicator times c > 0 is the same indicator; 0 or a traced c is wrapped.
+    if not isinstance(c, jax.core.Tracer) and c > 0:
+      return self
+    return super()._scaled(c)
+
 
 class _NormConstraint(Constraint):
   """A constraint on the norm of each group of a leaf, reduced over ``axis``."""
   separable = False  # A norm ball in a per-coordinate metric is no rescaling.
 
   def _init_axis(self, axis, epsilon):
-    if isinstance(axis, list):
-      axis = tuple(axis)  # Keras takes lists.
-    axes = axis if isinstance(axis, tuple) else (axis,)
-    if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-      raise ValueError(f"axis must be an int or a tuple of ints, got {axis!r}")
-    self.axis = axis
+    axes = _checks.check_axes(axis)  # Keras takes lists too: kept as a tuple.
+    self.axis = axes if isinstance(axis, (tuple, list)) else axes[0]
     self.epsilon = float(_checks.check_nonnegative(epsilon, "epsilon"))
 
   def _check_leaf(self, w):
-    axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
-    if not all(-w.ndim <= a < w.ndim for a in axes):
-      raise ValueError(
-          f"{type(self).__name__} axis={self.axis!r} is out of range for a selected leaf "
-          f"of shape {w.shape}; pass where= to select only leaves with enough dims "
-          "(e.g. where=jaxreg.select.kernels())")
+    _checks.check_axes_fit(_checks.check_axes(self.axis), w.shape, type(self).__name__)
 
   def _leaf_prox(self, w, step):
     if jnp.ndim(step) != 0:

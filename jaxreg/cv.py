@@ -253,9 +253,7 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
   size = _grid_size(grid)
   fold_ids, count = _fold_ids(folds, n)
   amounts = _amounts(regularization, grid, size)
-  if batch_size is not None and (isinstance(batch_size, bool) or
-                                 not isinstance(batch_size, int) or batch_size < 1):
-    raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+  batch_size = _checks.check_positive_int(batch_size, "batch_size", allow_none=True)
   key = None if key is None else _checks.check_key(key)
   weight_dtype = jnp.result_type(float)
   labels = [jax.tree_util.keystr(path)

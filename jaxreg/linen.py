@@ -3,12 +3,13 @@
 Each module holds its configuration, asks for a key with
 ``self.make_rng(rng_collection)`` (``'dropout'`` unless told otherwise, as
 ``flax.linen.Dropout`` does) and calls the function of the same name in
-:mod:`jaxreg.dropout`; the maths lives there. Every random module takes
+:mod:`jaxreg.stochastic`; the maths lives there. Every random module takes
 ``__call__(inputs, deterministic=None, rng=None)``: ``deterministic`` is given to the
 constructor or to the call, exactly once (``flax.linen.merge_param``), and ``rng``
 overrides the key from the collection. No key is asked for when nothing random happens
 (``deterministic=True``, a rate of 0 or 1, a ``stddev`` of 0), so evaluation needs no
-``rngs``.
+``rngs``. The modules are generated from the specifications that :mod:`jaxreg.nnx`
+shares (``jaxreg/_flax_spec.py``): the same fields, defaults and docs.
 
 :class:`ActivityRegularization` records the penalty of an activation in the
 ``'losses'`` collection, and :func:`activity_loss` sums what was recorded.
@@ -30,24 +31,13 @@ sample gets becomes the ``'dropout'`` rng of one ``apply``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any
 
 from flax import struct
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxreg.dropout import alpha_dropout
-from jaxreg.dropout import drop_path
-from jaxreg.dropout import dropblock
-from jaxreg.dropout import draws_at_rate
-from jaxreg.dropout import draws_at_stddev
-from jaxreg.dropout import dropout
-from jaxreg.dropout import gaussian_dropout
-from jaxreg.dropout import gaussian_noise
-from jaxreg.activity import activity_penalty
-from jaxreg.activity import check_activity_reduction
-from jaxreg.regularizers import ElasticNet
+from jaxreg import _flax_spec
 from jaxreg.per_layer import declared
 from jaxreg.regularizers import Regularizer
 
@@ -71,232 +61,115 @@ LOSSES = "losses"
 """The collection :class:`ActivityRegularization` records its penalty in."""
 
 
-class _Stochastic(nn.Module):
-  """Key handling shared by the modules below, which declare the fields it reads:
-  ``deterministic`` and ``rng_collection``."""
+def _flags(stream: str | None) -> tuple[_flax_spec.Field, ...]:
+  """The fields every random module adds, with ``flax.linen.Dropout``'s defaults."""
+  return (
+      _flax_spec.Field("deterministic", bool | None,
+                       "evaluation mode; given here or at call time, exactly once.", None),
+      _flax_spec.Field("rng_collection", str, "the rng stream the key comes from.", stream))
 
-  def _key(self, deterministic: bool | None, rng, draws: bool):
-    """``(deterministic, key)``: the merged flag, and a key only when one is used."""
+
+def _module(spec: _flax_spec.Spec, base: type[nn.Module], usage: str) -> type[nn.Module]:
+  """The linen module ``spec`` describes: ``base`` with the spec's fields (and the
+  flags) as dataclass fields, in the spec's order."""
+  fields = spec.with_flags(_flags(spec.stream))
+  return type(spec.name, (base,), {
+      "__module__": __name__,
+      "__qualname__": spec.name,
+      "__doc__": spec.docstring("Attributes", fields, usage),
+      "__annotations__": {field.name: field.type for field in fields},
+      **{field.name: field.default for field in fields if not field.required},
+      "_spec": spec,
+  })
+
+
+class _Random(nn.Module):
+  """A random module: draws a key where its spec needs one and calls the spec's op."""
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None) -> jax.Array:
+    draws = self._spec.needs_key(self)  # A bad rate fails before anything else.
     deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-    if deterministic or not draws:
-      return deterministic, None
-    return deterministic, rng if rng is not None else self.make_rng(self.rng_collection)
+    key = None
+    if draws and not deterministic:
+      key = rng if rng is not None else self.make_rng(self.rng_collection)
+    return self._spec.call(self, key, inputs, deterministic)
 
 
-class Dropout(_Stochastic):
-  r"""Dropout; a drop-in for ``flax.linen.Dropout`` with the same fields and call.
+Dropout = _module(_flax_spec.DROPOUT, _Random, """
+    >>> import jax, jax.numpy as jnp
+    >>> layer = Dropout(0.5, deterministic=False)
+    >>> y = layer.apply({}, jnp.ones(6), rngs={"dropout": jax.random.key(0)})
+    >>> bool(((y == 0) | (y == 2)).all())
+    True
+    >>> Dropout(0.25, mode="classic").apply({}, jnp.ones(2), deterministic=True)
+    Array([0.75, 0.75], dtype=float32)
+    """)
 
-  Inverted (default): :math:`y = m \odot x / (1-p)` in training and :math:`y = x` when
-  deterministic; classic: :math:`y = m \odot x` and :math:`y = (1-p)\,x`; with
-  :math:`m_i \sim \mathrm{Bernoulli}(1-p)`. See :func:`jaxreg.dropout`.
+AlphaDropout = _module(_flax_spec.ALPHA_DROPOUT, _Random, """
+    >>> import jax.numpy as jnp
+    >>> AlphaDropout(0.1).apply({}, jnp.ones(3), deterministic=True)
+    Array([1., 1., 1.], dtype=float32)
+    """)
 
-  **Not bit-identical to Flax by default.** The default mask comes from jaxreg's fast
-  counter-based generator (:mod:`jaxreg.masks`), a different bit stream from the
-  ``jax.random.bernoulli`` that Flax draws, with the same distribution; the survivors
-  are scaled by the keep probability the mask was drawn with, ``1-p`` rounded down to a
-  multiple of :math:`2^{-24}`, which can differ from Flax's ``1-p`` in the last bits.
-  With ``exact=True`` the mask is ``jax.random.bernoulli(key, 1-p, shape)`` and the
-  scale ``1-p``, as in Flax: same key, same output, bit for bit.
+GaussianDropout = _module(_flax_spec.GAUSSIAN_DROPOUT, _Random, """
+    >>> import jax, jax.numpy as jnp
+    >>> y = GaussianDropout(0.5, deterministic=False).apply(
+    ...     {}, jnp.ones(3), rngs={"dropout": jax.random.key(0)})
+    >>> y.shape
+    (3,)
+    """)
 
-  Attributes:
-    rate: the drop probability ``p`` (not the keep probability).
-    broadcast_dims: dims that share one mask entry (``(1, 2)`` on ``NHWC`` drops whole
-      channels).
-    deterministic: evaluation mode; given here or at call time, exactly once.
-    rng_collection: the rng stream the key comes from.
-    mode: ``"inverted"`` or ``"classic"``.
-    exact: draw the mask as Flax does (bit-identical to it, and slower).
-    residual: what the backward pass keeps of the mask, ``"recompute"`` or
-      ``"packed"``; ``None`` lets :func:`jaxreg.dropout` choose.
+GaussianNoise = _module(_flax_spec.GAUSSIAN_NOISE, _Random, """
+    >>> import jax.numpy as jnp
+    >>> GaussianNoise(0.1).apply({}, jnp.zeros(2), deterministic=True)
+    Array([0., 0.], dtype=float32)
+    """)
 
-  >>> import jax, jax.numpy as jnp
-  >>> layer = Dropout(0.5, deterministic=False)
-  >>> y = layer.apply({}, jnp.ones(6), rngs={"dropout": jax.random.key(0)})
-  >>> bool(((y == 0) | (y == 2)).all())
-  True
-  >>> Dropout(0.25, mode="classic").apply({}, jnp.ones(2), deterministic=True)
-  Array([0.75, 0.75], dtype=float32)
-  """
+DropPath = _module(_flax_spec.DROP_PATH, _Random, """
+    >>> import jax, jax.numpy as jnp
+    >>> y = DropPath(0.5, deterministic=False).apply(
+    ...     {}, jnp.ones((4, 3)), rngs={"dropout": jax.random.key(1)})
+    >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
+    True
+    """)
 
-  rate: float
-  broadcast_dims: Sequence[int] = ()
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-  mode: str = "inverted"
-  exact: bool = False
-  residual: str | None = None
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return dropout(
-        key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
-        deterministic=deterministic, mode=self.mode, exact=self.exact,
-        residual=self.residual)
+DropBlock = _module(_flax_spec.DROP_BLOCK, _Random, """
+    >>> import jax, jax.numpy as jnp
+    >>> y = DropBlock(0.2, 3, deterministic=False).apply(
+    ...     {}, jnp.ones((1, 6, 6, 2)), rngs={"dropout": jax.random.key(0)})
+    >>> y.shape
+    (1, 6, 6, 2)
+    """)
 
 
-class AlphaDropout(_Stochastic):
-  """Alpha dropout for SELU networks: keeps zero mean and unit variance.
-
-  See :func:`jaxreg.alpha_dropout` for the affine map.
-
-  >>> import jax, jax.numpy as jnp
-  >>> AlphaDropout(0.1).apply({}, jnp.ones(3), deterministic=True)
-  Array([1., 1., 1.], dtype=float32)
-  """
-
-  rate: float
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-  exact: bool = False
-  broadcast_dims: Sequence[int] = ()
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
-                         deterministic=deterministic, exact=self.exact)
-
-
-class GaussianDropout(_Stochastic):
-  r"""Gaussian dropout: multiplicative noise :math:`y = x \odot \epsilon`.
-
-  :math:`\epsilon \sim \mathcal{N}(1, p/(1-p))`, the variance of dropout at rate ``p``.
-  See :func:`jaxreg.gaussian_dropout`.
-
-  >>> import jax, jax.numpy as jnp
-  >>> y = GaussianDropout(0.5, deterministic=False).apply(
-  ...     {}, jnp.ones(3), rngs={"dropout": jax.random.key(0)})
-  >>> y.shape
-  (3,)
-  """
-
-  rate: float
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
-
-
-class GaussianNoise(_Stochastic):
-  r"""Additive noise :math:`y = x + \sigma\epsilon`, :math:`\epsilon \sim \mathcal{N}(0, 1)`.
-
-  Its key comes from the ``'dropout'`` stream too, unless ``rng_collection`` says
-  otherwise. See :func:`jaxreg.gaussian_noise`.
-
-  >>> import jax.numpy as jnp
-  >>> GaussianNoise(0.1).apply({}, jnp.zeros(2), deterministic=True)
-  Array([0., 0.], dtype=float32)
-  """
-
-  stddev: float
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_stddev(self.stddev))
-    return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
-
-
-class DropPath(_Stochastic):
-  """Stochastic depth: drops whole examples (axis 0) of a residual branch, or the
-  whole branch for the whole batch with ``per="batch"``.
-
-  Use it as ``x + DropPath(rate)(branch(x))``; :func:`jaxreg.drop_path_rates` gives
-  per-block rates. See :func:`jaxreg.drop_path`.
-
-  >>> import jax, jax.numpy as jnp
-  >>> y = DropPath(0.5, deterministic=False).apply(
-  ...     {}, jnp.ones((4, 3)), rngs={"dropout": jax.random.key(1)})
-  >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
-  True
-  """
-
-  rate: float
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-  mode: str = "inverted"
-  exact: bool = False
-  residual: str | None = None
-  per: str = "row"
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return drop_path(key, inputs, self.rate, deterministic=deterministic,
-                     mode=self.mode, exact=self.exact, residual=self.residual,
-                     per=self.per)
-
-
-class DropBlock(_Stochastic):
-  """DropBlock: drops ``block_size``-wide square blocks of feature maps.
-
-  Channels-last by default, ``data_format="channels_first"`` for ``NCHW``;
-  ``couple_channels=True`` shares one block pattern across channels (timm's default).
-  See :func:`jaxreg.dropblock` for the block rate and the rescaling.
-
-  >>> import jax, jax.numpy as jnp
-  >>> y = DropBlock(0.2, 3, deterministic=False).apply(
-  ...     {}, jnp.ones((1, 6, 6, 2)), rngs={"dropout": jax.random.key(0)})
-  >>> y.shape
-  (1, 6, 6, 2)
-  """
-
-  rate: float
-  block_size: int
-  deterministic: bool | None = None
-  rng_collection: str = "dropout"
-  exact: bool = False
-  couple_channels: bool = False
-  data_format: str = "channels_last"
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
-    deterministic, key = self._key(deterministic, rng, draws_at_rate(self.rate))
-    return dropblock(key, inputs, self.rate, self.block_size,
-                     deterministic=deterministic, exact=self.exact,
-                     couple_channels=self.couple_channels, data_format=self.data_format)
-
-
-class ActivityRegularization(nn.Module):
-  r"""Returns its input unchanged and records :math:`l_1\sum|a| + l_2\sum a^2` of it.
-
-  The penalty is :class:`jaxreg.ElasticNet` ``(l1, l2)`` of the activation ``a``, summed
-  over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 does
-  (``reduction="batch_mean"``), or summed over the batch too with ``reduction="sum"``
-  (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. It is sown as
-  ``'activity'`` in the ``'losses'`` collection when that collection is mutable,
-  except during ``init``, and not computed at all otherwise, so evaluation without
-  ``mutable=`` costs nothing. Add
-  :func:`activity_loss` of the mutated collections to the training loss; its gradient
-  reaches every parameter the activation depends on.
-
-  >>> import jax.numpy as jnp
-  >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
-  >>> y, mutated = layer.apply({}, jnp.array([1.0, -2.0]), mutable=LOSSES)
-  >>> y, float(activity_loss(mutated))
-  (Array([ 1., -2.], dtype=float32), 1.375)
-  """
-
-  l1: float = 0.0
-  l2: float = 0.0
-  reduction: str = "batch_mean"
+class _Recording(nn.Module):
+  """Records the activity penalty of its input in the ``'losses'`` collection."""
 
   @nn.compact
   def __call__(self, inputs):
-    # Checks the arguments on every call, even when nothing is recorded.
-    penalty = ElasticNet(self.l1, self.l2)
-    check_activity_reduction(self.reduction)
+    # The fields are checked on every call, even when nothing is recorded.
+    measure = _flax_spec.activity_measure(self.l1, self.l2, self.reduction)
     # Not while initializing: a penalty sown by ``init`` would sit in the variables it
     # returns, and an ``apply`` on them would add the next one to it.
     if self.is_mutable_collection(LOSSES) and not self.is_initializing():
-      self.sow(LOSSES, "activity",
-               activity_penalty(inputs, penalty, reduction=self.reduction))
+      self.sow(LOSSES, "activity", measure(inputs))
     return inputs
+
+
+ActivityRegularization = _module(_flax_spec.ACTIVITY_REGULARIZATION, _Recording, """
+    It is sown as ``'activity'`` in the ``'losses'`` collection when that collection
+    is mutable, except during ``init``, and not computed at all otherwise, so
+    evaluation without ``mutable=`` costs nothing. Add :func:`activity_loss` of the
+    mutated collections to the training loss; its gradient reaches every parameter the
+    activation depends on.
+
+    >>> import jax.numpy as jnp
+    >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
+    >>> y, mutated = layer.apply({}, jnp.array([1.0, -2.0]), mutable=LOSSES)
+    >>> y, float(activity_loss(mutated))
+    (Array([ 1., -2.], dtype=float32), 1.375)
+    """)
 
 
 def activity_loss(collections: Mapping[str, Any]) -> jax.Array:
@@ -312,21 +185,16 @@ def activity_loss(collections: Mapping[str, Any]) -> jax.Array:
   ``ValueError``.
   """
   if LOSSES in collections:
-    losses = collections[LOSSES]
-  else:
-    entries = jax.tree_util.tree_leaves_with_path(collections)
-    is_sown = [_ACTIVITY in path for path, _ in entries]
-    if all(is_sown):
-      losses = collections
-    elif any(is_sown):
-      raise ValueError(
-          "activity_loss takes the collections that apply(..., mutable=...) returns, "
-          "or their 'losses' collection; got a mapping that holds 'activity' entries "
-          f"beside others, under {sorted(collections)}")
-    else:
-      losses = {}  # Collections without 'losses': no penalty was recorded.
-  return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(losses)),
-             start=jnp.zeros((), jnp.float32))
+    return _flax_spec.total(collections[LOSSES])
+  entries = jax.tree_util.tree_leaves_with_path(collections)
+  is_sown = [_ACTIVITY in path for path, _ in entries]
+  if any(is_sown) and not all(is_sown):
+    raise ValueError(
+        "activity_loss takes the collections that apply(..., mutable=...) returns, "
+        "or their 'losses' collection; got a mapping that holds 'activity' entries "
+        f"beside others, under {sorted(collections)}")
+  # All sown: the 'losses' collection itself; none: no penalty was recorded.
+  return _flax_spec.total(collections if all(is_sown) else {})
 
 
 # The path entry of a penalty sown by ActivityRegularization.

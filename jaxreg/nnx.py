@@ -1,14 +1,17 @@
 """Flax NNX modules for the dropout family and for activity penalties.
 
 Each module holds its configuration and an rng stream, and calls the function of the
-same name in :mod:`jaxreg.dropout`; the maths lives there. Construction and call mirror
-``flax.nnx.Dropout``: ``rngs=`` at construction forks the ``rng_collection`` stream
-(``'dropout'``) for the module; ``__call__(inputs, *, deterministic=None, rngs=None)``
-takes a flag and a key, ``RngStream`` or ``Rngs`` that override the module's own; and
-``deterministic`` is an attribute, so ``model.train()``, ``model.eval()``,
-``set_attributes(deterministic=...)`` and ``nnx.view(model, deterministic=...)`` switch
-it. No key is drawn when nothing random happens (``deterministic=True``, a rate of 0 or
-1, a ``stddev`` of 0), so evaluation needs no rngs and leaves the streams untouched.
+same name in :mod:`jaxreg.stochastic`; the maths lives there. Construction and call
+mirror ``flax.nnx.Dropout``: ``rngs=`` at construction forks the ``rng_collection``
+stream (``'dropout'``) for the module; ``__call__(inputs, *, deterministic=None,
+rngs=None)`` takes a flag and a key, ``RngStream`` or ``Rngs`` that override the
+module's own; and ``deterministic`` is an attribute, so ``model.train()``,
+``model.eval()``, ``set_attributes(deterministic=...)`` and ``nnx.view(model,
+deterministic=...)`` switch it. No key is drawn when nothing random happens
+(``deterministic=True``, a rate of 0 or 1, a ``stddev`` of 0), so evaluation needs no
+rngs and leaves the streams untouched. The modules are generated from the
+specifications that :mod:`jaxreg.linen` shares (``jaxreg/_flax_spec.py``): the same
+fields, defaults and docs.
 
 :class:`ActivityRegularization` keeps the penalty of an activation in an
 :class:`ActivityLoss` variable, and :func:`activity_loss` sums those of a model.
@@ -34,23 +37,13 @@ key to the dropout call, so that nothing inside the vmap mutates the model.
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxreg.dropout import alpha_dropout
-from jaxreg.dropout import drop_path
-from jaxreg.dropout import dropblock
-from jaxreg.dropout import draws_at_rate
-from jaxreg.dropout import draws_at_stddev
-from jaxreg.dropout import dropout
-from jaxreg.dropout import gaussian_dropout
-from jaxreg.dropout import gaussian_noise
-from jaxreg.activity import activity_penalty
-from jaxreg.activity import check_activity_reduction
-from jaxreg.regularizers import ElasticNet
+from jaxreg import _flax_spec
 from jaxreg.per_layer import declared
 from jaxreg.regularizers import Regularizer
 
@@ -72,10 +65,54 @@ __all__ = [
 RngSource = nnx.Rngs | nnx.RngStream | None
 
 
-class _Stochastic(nnx.Module):
-  """The ``deterministic`` flag and the rng stream, handled as ``flax.nnx.Dropout`` does."""
+def _flags(stream: str | None) -> tuple[_flax_spec.Field, ...]:
+  """The arguments every random module adds, with ``flax.nnx.Dropout``'s defaults."""
+  return (
+      _flax_spec.Field("deterministic", bool | None,
+                       "evaluation mode; the call's ``deterministic`` takes precedence.",
+                       False),
+      _flax_spec.Field("rng_collection", str,
+                       "the stream forked from ``rngs`` (or read from a call's ``Rngs``).",
+                       stream),
+      _flax_spec.Field("rngs", RngSource, "``Rngs``, ``RngStream`` or ``None`` (then every "
+                       "training call needs ``rngs``).", None))
 
-  def __init__(self, *, deterministic: bool | None, rng_collection: str, rngs: RngSource):
+
+def _module(spec: _flax_spec.Spec, base: type[nnx.Module], usage: str) -> type[nnx.Module]:
+  """The NNX module ``spec`` describes: ``base`` with an ``__init__`` that takes the
+  spec's fields (and the flags) in the spec's order, required ones by position, and
+  hands them to ``base.__init__`` by name."""
+  fields = spec.with_flags(_flags(spec.stream))
+  signature = inspect.Signature([
+      inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD
+                        if field.by_position else inspect.Parameter.KEYWORD_ONLY,
+                        default=field.default, annotation=field.type)
+      for field in fields])
+
+  def __init__(self, *args, **kwargs):
+    arguments = signature.bind(*args, **kwargs)
+    arguments.apply_defaults()
+    base.__init__(self, **arguments.arguments)
+
+  self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  __init__.__signature__ = signature.replace(
+      parameters=[self_parameter, *signature.parameters.values()])
+  __init__.__qualname__ = f"{spec.name}.__init__"
+  return type(spec.name, (base,), {
+      "__module__": __name__,
+      "__qualname__": spec.name,
+      "__doc__": spec.docstring("Args", fields, usage),
+      "__init__": __init__,
+      "_spec": spec,
+  })
+
+
+class _Random(nnx.Module):
+  """A random module: the ``deterministic`` flag and the rng stream, handled as
+  ``flax.nnx.Dropout`` does, and its spec's op."""
+
+  def __init__(self, *, deterministic: bool | None, rng_collection: str,
+               rngs: RngSource, **fields):
     self.deterministic = deterministic
     self.rng_collection = rng_collection
     if isinstance(rngs, nnx.Rngs):
@@ -86,6 +123,12 @@ class _Stochastic(nnx.Module):
       self.rngs = nnx.data(None)
     else:
       raise TypeError(f"rngs must be a Rngs, RngStream or None, but got {type(rngs)}.")
+    for name, value in fields.items():
+      setattr(self, name, value)
+
+  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    deterministic, key = self._key(deterministic, rngs, self._spec.needs_key(self))
+    return self._spec.call(self, key, inputs, deterministic)
 
   def _key(self, deterministic: bool | None, rngs, draws: bool):
     """``(deterministic, key)``: the call's flag or else the attribute, and a key only
@@ -119,183 +162,51 @@ class _Stochastic(nnx.Module):
       self.deterministic = deterministic
 
 
-class Dropout(_Stochastic):
-  r"""Dropout; a drop-in for ``flax.nnx.Dropout`` with the same arguments and call.
+Dropout = _module(_flax_spec.DROPOUT, _Random, """
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> layer = Dropout(0.5, rngs=nnx.Rngs(dropout=0))
+    >>> y = layer(jnp.ones(6))
+    >>> bool(((y == 0) | (y == 2)).all())
+    True
+    >>> layer.eval()
+    >>> layer(jnp.ones(2))
+    Array([1., 1.], dtype=float32)
+    """)
 
-  Inverted (default): :math:`y = m \odot x / (1-p)` in training and :math:`y = x` when
-  deterministic; classic: :math:`y = m \odot x` and :math:`y = (1-p)\,x`; with
-  :math:`m_i \sim \mathrm{Bernoulli}(1-p)`. See :func:`jaxreg.dropout`.
+AlphaDropout = _module(_flax_spec.ALPHA_DROPOUT, _Random, """
+    >>> import jax.numpy as jnp
+    >>> AlphaDropout(0.1, deterministic=True)(jnp.ones(3))
+    Array([1., 1., 1.], dtype=float32)
+    """)
 
-  **Not bit-identical to Flax by default**, for the reasons given in
-  :class:`jaxreg.linen.Dropout` (a faster generator, same distribution); with
-  ``exact=True`` it draws and scales as Flax does: same stream, same output, bit for bit.
+GaussianDropout = _module(_flax_spec.GAUSSIAN_DROPOUT, _Random, """
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> GaussianDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones(3)).shape
+    (3,)
+    """)
 
-  Args:
-    rate: the drop probability ``p`` (not the keep probability).
-    broadcast_dims: dims that share one mask entry (``(1, 2)`` on ``NHWC`` drops whole
-      channels).
-    deterministic: evaluation mode; the call's ``deterministic`` takes precedence.
-    rng_collection: the stream forked from ``rngs`` (or read from a call's ``Rngs``).
-    rngs: ``Rngs``, ``RngStream`` or ``None`` (then every training call needs ``rngs``).
-    mode: ``"inverted"`` or ``"classic"``.
-    exact: draw the mask as Flax does (bit-identical to it, and slower).
-    residual: what the backward pass keeps of the mask, ``"recompute"`` or
-      ``"packed"``; ``None`` lets :func:`jaxreg.dropout` choose.
+GaussianNoise = _module(_flax_spec.GAUSSIAN_NOISE, _Random, """
+    >>> import jax.numpy as jnp
+    >>> GaussianNoise(0.1, deterministic=True)(jnp.zeros(2))
+    Array([0., 0.], dtype=float32)
+    """)
 
-  >>> import jax.numpy as jnp
-  >>> from flax import nnx
-  >>> layer = Dropout(0.5, rngs=nnx.Rngs(dropout=0))
-  >>> y = layer(jnp.ones(6))
-  >>> bool(((y == 0) | (y == 2)).all())
-  True
-  >>> layer.eval()
-  >>> layer(jnp.ones(2))
-  Array([1., 1.], dtype=float32)
-  """
+DropPath = _module(_flax_spec.DROP_PATH, _Random, """
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> y = DropPath(0.5, rngs=nnx.Rngs(1))(jnp.ones((4, 3)))
+    >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
+    True
+    """)
 
-  def __init__(self, rate: float, *, broadcast_dims: Sequence[int] = (),
-               deterministic: bool | None = False, rng_collection: str = "dropout",
-               rngs: RngSource = None, mode: str = "inverted", exact: bool = False,
-               residual: str | None = None):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate = rate
-    self.broadcast_dims = broadcast_dims
-    self.mode = mode
-    self.exact = exact
-    self.residual = residual
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
-                   deterministic=deterministic, mode=self.mode, exact=self.exact,
-                   residual=self.residual)
-
-
-class AlphaDropout(_Stochastic):
-  """Alpha dropout for SELU networks: keeps zero mean and unit variance.
-
-  See :func:`jaxreg.alpha_dropout` for the affine map.
-
-  >>> import jax.numpy as jnp
-  >>> AlphaDropout(0.1, deterministic=True)(jnp.ones(3))
-  Array([1., 1., 1.], dtype=float32)
-  """
-
-  def __init__(self, rate: float, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False,
-               broadcast_dims: Sequence[int] = ()):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate = rate
-    self.exact = exact
-    self.broadcast_dims = broadcast_dims
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims,
-                         deterministic=deterministic, exact=self.exact)
-
-
-class GaussianDropout(_Stochastic):
-  r"""Gaussian dropout: multiplicative noise :math:`y = x \odot \epsilon`.
-
-  :math:`\epsilon \sim \mathcal{N}(1, p/(1-p))`, the variance of dropout at rate ``p``.
-  See :func:`jaxreg.gaussian_dropout`.
-
-  >>> import jax.numpy as jnp
-  >>> from flax import nnx
-  >>> GaussianDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones(3)).shape
-  (3,)
-  """
-
-  def __init__(self, rate: float, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate = rate
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
-
-
-class GaussianNoise(_Stochastic):
-  r"""Additive noise :math:`y = x + \sigma\epsilon`, :math:`\epsilon \sim \mathcal{N}(0, 1)`.
-
-  Its key comes from the ``'dropout'`` stream too, unless ``rng_collection`` says
-  otherwise. See :func:`jaxreg.gaussian_noise`.
-
-  >>> import jax.numpy as jnp
-  >>> GaussianNoise(0.1, deterministic=True)(jnp.zeros(2))
-  Array([0., 0.], dtype=float32)
-  """
-
-  def __init__(self, stddev: float, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.stddev = stddev
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_stddev(self.stddev))
-    return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
-
-
-class DropPath(_Stochastic):
-  """Stochastic depth: drops whole examples (axis 0) of a residual branch, or the
-  whole branch for the whole batch with ``per="batch"``.
-
-  Use it as ``x + self.drop_path(self.branch(x))``; :func:`jaxreg.drop_path_rates`
-  gives per-block rates. See :func:`jaxreg.drop_path`.
-
-  >>> import jax.numpy as jnp
-  >>> from flax import nnx
-  >>> y = DropPath(0.5, rngs=nnx.Rngs(1))(jnp.ones((4, 3)))
-  >>> bool(((y == 0).all(1) | (y == 2).all(1)).all())
-  True
-  """
-
-  def __init__(self, rate: float, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None, mode: str = "inverted",
-               exact: bool = False, residual: str | None = None, per: str = "row"):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate = rate
-    self.mode = mode
-    self.exact = exact
-    self.residual = residual
-    self.per = per
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return drop_path(key, inputs, self.rate, deterministic=deterministic, mode=self.mode,
-                     exact=self.exact, residual=self.residual, per=self.per)
-
-
-class DropBlock(_Stochastic):
-  """DropBlock: drops ``block_size``-wide square blocks of feature maps.
-
-  Channels-last by default, ``data_format="channels_first"`` for ``NCHW``;
-  ``couple_channels=True`` shares one block pattern across channels (timm's default).
-  See :func:`jaxreg.dropblock` for the block rate and the rescaling.
-
-  >>> import jax.numpy as jnp
-  >>> from flax import nnx
-  >>> DropBlock(0.2, 3, rngs=nnx.Rngs(0))(jnp.ones((1, 6, 6, 2))).shape
-  (1, 6, 6, 2)
-  """
-
-  def __init__(self, rate: float, block_size: int, *, deterministic: bool | None = False,
-               rng_collection: str = "dropout", rngs: RngSource = None, exact: bool = False,
-               couple_channels: bool = False, data_format: str = "channels_last"):
-    super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate = rate
-    self.block_size = block_size
-    self.exact = exact
-    self.couple_channels = couple_channels
-    self.data_format = data_format
-
-  def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self._key(deterministic, rngs, draws_at_rate(self.rate))
-    return dropblock(key, inputs, self.rate, self.block_size, deterministic=deterministic,
-                     exact=self.exact, couple_channels=self.couple_channels,
-                     data_format=self.data_format)
+DropBlock = _module(_flax_spec.DROP_BLOCK, _Random, """
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> DropBlock(0.2, 3, rngs=nnx.Rngs(0))(jnp.ones((1, 6, 6, 2))).shape
+    (1, 6, 6, 2)
+    """)
 
 
 class ActivityLoss(nnx.Variable):
@@ -305,47 +216,44 @@ class ActivityLoss(nnx.Variable):
   """
 
 
-class ActivityRegularization(nnx.Module):
-  r"""Returns its input unchanged and keeps :math:`l_1\sum|a| + l_2\sum a^2` of it.
+class _Recording(nnx.Module):
+  """Keeps the activity penalty of its latest input in an :class:`ActivityLoss`."""
 
-  The penalty is :class:`jaxreg.ElasticNet` ``(l1, l2)`` of the activation ``a``, summed
-  over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 does
-  (``reduction="batch_mean"``), or summed over the batch too with ``reduction="sum"``
-  (Keras before 3.14); see :func:`jaxreg.activity.activity_penalty`. Each call
-  overwrites the module's :class:`ActivityLoss` (a scalar of the default float dtype,
-  float32, or float64 under x64; zero before the first call), so the state keeps one
-  shape under ``nnx.jit``, ``nnx.scan`` and ``nnx.vmap``, and a module applied twice in
-  one forward pass keeps only its second penalty: use one module per call site. Add
-  :func:`activity_loss` of the model, read inside the loss function after the forward
-  pass, to the training loss; its gradient reaches every parameter the activation
-  depends on.
-
-  >>> import jax.numpy as jnp
-  >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
-  >>> layer(jnp.array([1.0, -2.0]))
-  Array([ 1., -2.], dtype=float32)
-  >>> float(activity_loss(layer))
-  1.375
-  """
-
-  def __init__(self, l1: float = 0.0, l2: float = 0.0, *, reduction: str = "batch_mean"):
-    self.l1 = l1
-    self.l2 = l2
-    self.reduction = check_activity_reduction(reduction)
+  def __init__(self, **fields):
+    for name, value in fields.items():
+      setattr(self, name, value)
+    _flax_spec.activity_measure(self.l1, self.l2, self.reduction)  # Fails early.
     # The default float dtype (float64 under x64), so that no penalty is rounded here.
     self.activity = ActivityLoss(jnp.zeros((), jnp.result_type(float)))
 
   def __call__(self, inputs) -> jax.Array:
-    self.activity[...] = activity_penalty(inputs, ElasticNet(self.l1, self.l2),
-                                          reduction=self.reduction)
+    measure = _flax_spec.activity_measure(self.l1, self.l2, self.reduction)
+    self.activity[...] = measure(inputs)
     return inputs
+
+
+ActivityRegularization = _module(_flax_spec.ACTIVITY_REGULARIZATION, _Recording, """
+    Each call overwrites the module's :class:`ActivityLoss` (a scalar of the default
+    float dtype, float32, or float64 under x64; zero before the first call), so the
+    state keeps one shape under ``nnx.jit``, ``nnx.scan`` and ``nnx.vmap``, and a
+    module applied twice in one forward pass keeps only its second penalty: use one
+    module per call site. Add :func:`activity_loss` of the model, read inside the loss
+    function after the forward pass, to the training loss; its gradient reaches every
+    parameter the activation depends on.
+
+    >>> import jax.numpy as jnp
+    >>> layer = ActivityRegularization(l1=0.5, l2=0.25)
+    >>> layer(jnp.array([1.0, -2.0]))
+    Array([ 1., -2.], dtype=float32)
+    >>> float(activity_loss(layer))
+    1.375
+    """)
 
 
 def activity_loss(model) -> jax.Array:
   """The sum of every :class:`ActivityLoss` in ``model``, over layers and members too
   (``nnx.scan`` and ``nnx.vmap`` stack them)."""
-  losses = jax.tree.leaves(nnx.state(model, ActivityLoss))
-  return sum((jnp.sum(loss) for loss in losses), start=jnp.zeros((), jnp.float32))
+  return _flax_spec.total(nnx.state(model, ActivityLoss))
 
 
 REGULARIZER = "regularizer"

@@ -33,7 +33,9 @@ from jaxreg import _dtypes
 from jaxreg import _sharding
 from jaxreg import prox as _prox
 from jaxreg import select
-from jaxreg.regularizers import Regularizer
+from jaxreg._regularizer import Regularizer
+
+__all__ = ["Orthogonal"]
 
 _MODES = ("rows", "columns")
 
@@ -55,6 +57,7 @@ class Orthogonal(Regularizer):
   """
   _strengths = ("factor",)
   _static = ("mode", "where")
+  _homogeneous = True
   separable = False
 
   def __init__(self, factor=0.01, mode: str = "rows", *, where=None):

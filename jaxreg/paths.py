@@ -28,6 +28,8 @@ from jaxreg import _dtypes
 from jaxreg import _sharding
 from jaxreg import prox as _prox
 
+__all__ = ["alpha_max", "lasso_path"]
+
 # scikit-learn's floor for a degenerate alpha grid (y orthogonal to every column).
 _ALPHA_FLOOR = float(np.finfo(np.float64).resolution)
 
@@ -144,8 +146,7 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
   X, y, weights = _check_xy(X, y, weights)
   grid = isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool)
   l1_ratio = _check_l1_ratio(l1_ratio, grid=grid)
-  if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-    raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+  max_iter = _checks.check_positive_int(max_iter, "max_iter")
   tol = _checks.check_nonnegative(tol, "tol")
   count = None
   if grid:

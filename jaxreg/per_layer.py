@@ -13,8 +13,10 @@ from typing import Any, Callable
 import jax
 
 from jaxreg import select
-from jaxreg.regularizers import Regularizer
-from jaxreg.regularizers import Sum
+from jaxreg._regularizer import Regularizer
+from jaxreg._regularizer import Sum
+
+__all__ = ["declared"]
 
 
 def declared(params, declaration: Callable[[Any], Any], *, how: str) -> Regularizer:

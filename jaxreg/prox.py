@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxreg import _checks
 from jaxreg import _dtypes
+from jaxreg import _safe
 
 __all__ = [
     "soft_threshold",
@@ -136,8 +137,7 @@ def group_norm(x, axis, keepdims: bool = False) -> jax.Array:
   """
   x = _floating(x)
   squares = jnp.sum(jnp.square(_dtypes.widen(x)), axis=axis, keepdims=keepdims)
-  positive = squares > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0).astype(x.dtype)
+  return _safe.safe_sqrt(squares).astype(x.dtype)
 
 
 def group_soft_threshold(x, t, axis) -> jax.Array:
@@ -158,7 +158,8 @@ def group_soft_threshold(x, t, axis) -> jax.Array:
   t = _threshold(t, "t", w.dtype)
   norms = group_norm(w, axis, keepdims=True)
   positive = norms > 0
-  shrink = jnp.maximum(1 - t / jnp.where(positive, norms, 1), 0)
+  # t / n, not t·(1/n): the product rounds differently.
+  shrink = jnp.maximum(1 - _safe.safe_divide(t, norms), 0)
   return (jnp.where(positive, shrink, 0) * w).astype(x.dtype)
 
 
@@ -230,9 +231,8 @@ def _rescale(x, axis, target_norm, epsilon, ratio_at_zero=0.0):
   wide = _dtypes.widen(x)
   norms = group_norm(wide, axis, keepdims=True)
   denominator = epsilon + norms
-  positive = denominator > 0
-  factor = jnp.where(positive, target_norm(norms) / jnp.where(positive, denominator, 1),
-                     ratio_at_zero)
+  # Keras's target / (epsilon + n), bit for bit: not target·(1/(epsilon + n)).
+  factor = _safe.safe_divide(target_norm(norms), denominator, ratio_at_zero)
   return (wide * factor).astype(x.dtype)
 
 

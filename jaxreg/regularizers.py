@@ -1,14 +1,9 @@
-r"""Regularizers: penalties on a parameter pytree that know their value and their prox.
+r"""The L1/L2 family of penalties: L1, L2, ElasticNet, GroupLasso and Keras's aliases.
 
-Each regularizer ``R`` is a small pytree object (its strengths are leaves, so they can
-be traced, vmapped or scheduled; its ``where`` is static) with
-
-* ``R(params)``: the scalar penalty, summed over the selected leaves, accumulated in at
-  least float32;
-* ``R.prox(params, step)``: the exact proximal map of ``step·R``,
-  :math:`\arg\min_z \text{step}\cdot R(z) + \tfrac12\lVert z - \text{params}\rVert^2`,
-  leaf by leaf (see :mod:`jaxreg.prox`). ``step`` is a scalar, or a pytree of the
-  params' structure whose leaves broadcast against them (one step per coordinate).
+Each is a :class:`Regularizer` (defined, with :class:`Sum` and :class:`Scaled`, in
+``jaxreg/_regularizer.py`` and exported here): ``R(params)`` is the penalty summed over
+the selected leaves, ``R.prox(params, step)`` the exact proximal map of ``step·R``
+(leaf by leaf, see :mod:`jaxreg.prox`); ``r1 + r2`` sums and ``c * R`` scales them.
 
 Conventions (those of Keras and of the penalties ``L = L0 + λΣ|w|``, ``L = L0 + λΣw²``):
 
@@ -38,8 +33,6 @@ Array([ 0. , -0.5], dtype=float32)
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
@@ -47,6 +40,14 @@ from jaxreg import _checks
 from jaxreg import _dtypes
 from jaxreg import prox as _prox
 from jaxreg import select
+from jaxreg._regularizer import Regularizer
+from jaxreg._regularizer import Scaled
+from jaxreg._regularizer import Sum
+
+__all__ = [
+    "ElasticNet", "GroupLasso", "L1", "L2", "Regularizer", "Scaled", "Sum", "l1",
+    "l1_l2", "l2",
+]
 
 
 @jax.custom_jvp
@@ -67,139 +68,24 @@ def _square(w):
   return jnp.square(_dtypes.widen(w))
 
 
-def _step_per_leaf(step, params) -> list:
-  """``step`` for each leaf of ``params``, in leaf order: a scalar is shared by all."""
-  treedef = jax.tree.structure(params)
-  if jax.tree.structure(step) == _LEAF and jnp.ndim(step) == 0:
-    return [_checks.check_nonnegative(step, "step")] * treedef.num_leaves
-  if jax.tree.structure(step) != treedef:
-    raise ValueError(
-        "step must be a scalar or a pytree with the structure of params; got "
-        f"{jax.tree.structure(step)} for params {treedef}")
-  return [_checks.check_nonnegative(t, "step") for t in jax.tree.leaves(step)]
+class _OneStrength(Regularizer):
+  r"""A penalty :math:`λ\sum_i f(w_i)` of one strength: ``c·R`` scales ``λ``."""
+  _strengths = ("strength",)
+  _homogeneous = True
 
-
-_LEAF = jax.tree.structure(0.0)
-
-
-def _refuse_a_step_count(params):
-  """A regularizer is callable, so ``optax.inject_hyperparams`` takes one for a
-  schedule and calls it on the step count: say so, rather than that nothing is
-  selected in an integer scalar."""
-  if (jax.tree.structure(params) == _LEAF and jnp.ndim(params) == 0
-      and jnp.issubdtype(jnp.result_type(params), jnp.integer)
-      and not isinstance(params, int)):
-    raise TypeError(
-        "a regularizer was called on an integer scalar, as optax.inject_hyperparams "
-        "calls every callable hyperparameter as a schedule of the step count; pass "
-        "static_args=('reg',) to optax.inject_hyperparams so it is passed as it is")
-
-
-class Regularizer:
-  """Base class: a penalty that sums a per-leaf term over the selected leaves.
-
-  Subclasses define ``_leaf_value(w)`` and ``_leaf_prox(w, step)``, and name their
-  strength attributes in ``_strengths`` (traced-capable pytree leaves).
-
-  ``params`` may be a plain pytree, a Flax linen ``variables`` dict or an NNX module
-  or state: only parameters are penalized (the ``'params'`` collection, ``nnx.Param``
-  variables; see :mod:`jaxreg.select`), and ``prox`` returns the same structure with
-  only the selected parameters changed. A ``where`` that selects no parameter raises
-  ``ValueError`` unless it is ``jaxreg.select.allow_empty(...)``.
-  """
-
-  _strengths: tuple[str, ...] = ()
-  _static: tuple[str, ...] = ("where",)
-  separable: bool = True
-  """The penalty is a sum of per-coordinate terms, so ``prox`` accepts one step per
-  coordinate (as ``jaxreg.transforms.prox_adam`` passes)."""
-
-  def __call__(self, params) -> jax.Array:
-    _refuse_a_step_count(params)
-    flags = select.selection(self.where, params)
-    # jnp.asarray: a Python-float leaf is a parameter too, penalized as a 0-d array.
-    terms = [self._leaf_value(jnp.asarray(w))
-             for selected, w in zip(flags, jax.tree.leaves(params)) if selected]
-    return sum(terms, start=jnp.zeros((), jnp.float32))
-
-  def prox(self, params, step):
-    """The proximal map of ``step·R`` at ``params``; selected-out leaves are returned as is."""
-    flags = select.selection(self.where, params)
-    steps = _step_per_leaf(step, params)
-    values, treedef = jax.tree.flatten(params)
-    return jax.tree.unflatten(treedef, [
-        self._leaf_prox(jnp.asarray(w), t) if selected else w
-        for selected, w, t in zip(flags, values, steps)])
-
-  def selected(self, params) -> dict[str, tuple[int, ...]]:
-    """``{path: shape}`` of the parameters this regularizer penalizes in ``params``.
-
-    >>> import jax.numpy as jnp, jaxreg as jr
-    >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
-    >>> jr.L2(0.1, where=jr.select.kernels()).selected(params)
-    {'dense/kernel': (3, 2)}
-    """
-    return select.selected(self.where, params)
-
-  def with_where(self, where) -> Regularizer:
-    """The same regularizer (the same strengths, traced or not) on another ``where``."""
-    children, aux = self.tree_flatten()
-    out = type(self).tree_unflatten(aux, children)
-    out.where = select.as_selector(where)
-    return out
-
-  def elastic_coefficients(self) -> tuple[Any, Any] | None:
-    """``(a, b)`` when the per-leaf term is ``a·|w| + b·w²``, for closed-form sums."""
-    return None
-
-  def __add__(self, other):
-    if not isinstance(other, Regularizer):
-      return NotImplemented
-    return Sum((*_terms(self), *_terms(other)))
-
-  def __radd__(self, other):
-    # ``sum([r1, r2])`` starts from 0.
-    if isinstance(other, (int, float)) and other == 0:
-      return self
-    return NotImplemented
-
-  def __repr__(self):
-    fields = [f"{name}={getattr(self, name)!r}" for name in self._strengths + self._static]
-    return f"{type(self).__name__}({', '.join(fields)})"
-
-  # Pytree protocol: strengths are children, the rest is static (hashable) aux data.
-  def tree_flatten(self):
-    return (tuple(getattr(self, name) for name in self._strengths),
-            tuple(getattr(self, name) for name in self._static))
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):
-    # Bypasses __init__: JAX rebuilds with tracers or placeholders, which the checks
-    # there must not see.
-    obj = object.__new__(cls)
-    for name, value in zip(cls._strengths + cls._static, children + aux):
-      setattr(obj, name, value)
-    return obj
-
-
-def _terms(reg: Regularizer) -> tuple[Regularizer, ...]:
-  return reg.terms if isinstance(reg, Sum) else (reg,)
+  def __init__(self, strength, *, where=None):
+    self.strength = _checks.check_strength(strength, "strength")
+    self.where = select.as_selector(where)
 
 
 @jax.tree_util.register_pytree_node_class
-class L1(Regularizer):
+class L1(_OneStrength):
   r"""Lasso penalty :math:`λ\sum_i |w_i|`; its prox is soft-thresholding.
 
   >>> import jax.numpy as jnp
   >>> float(L1(0.25)({"w": jnp.array([1.0, -3.0])}))
   1.0
   """
-  _strengths = ("strength",)
-
-  def __init__(self, strength, *, where=None):
-    self.strength = _checks.check_strength(strength, "strength")
-    self.where = select.as_selector(where)
-
   def _leaf_value(self, w):
     return self.strength * jnp.sum(_abs(w), dtype=_dtypes.wide(w.dtype))
 
@@ -211,19 +97,13 @@ class L1(Regularizer):
 
 
 @jax.tree_util.register_pytree_node_class
-class L2(Regularizer):
+class L2(_OneStrength):
   r"""Ridge penalty :math:`λ\sum_i w_i^2` (no ½: gradient :math:`2λw`); prox ``w/(1+2·step·λ)``.
 
   >>> import jax.numpy as jnp
   >>> float(L2(0.5)({"w": jnp.array([1.0, -3.0])}))
   5.0
   """
-  _strengths = ("strength",)
-
-  def __init__(self, strength, *, where=None):
-    self.strength = _checks.check_strength(strength, "strength")
-    self.where = select.as_selector(where)
-
   def _leaf_value(self, w):
     return self.strength * jnp.sum(_square(w))
 
@@ -248,6 +128,7 @@ class ElasticNet(Regularizer):
   2.0
   """
   _strengths = ("l1", "l2")
+  _homogeneous = True
 
   def __init__(self, l1, l2, *, where=None):
     self.l1 = _checks.check_strength(l1, "l1")
@@ -269,9 +150,10 @@ class ElasticNet(Regularizer):
 class GroupLasso(Regularizer):
   r"""Group lasso :math:`λ\sum_g \lVert w_g\rVert_2` (Yuan & Lin, 2006).
 
-  ``axis`` is what each group's norm reduces over, as in
-  ``jnp.linalg.norm(w, axis=axis)``: for a Dense kernel of shape ``(in, out)``,
-  ``axis=0`` gives one group per output unit, and the prox zeroes whole neurons.
+  ``axis`` (an int, or a tuple or list of ints) is what each group's norm reduces
+  over, as in ``jnp.linalg.norm(w, axis=axis)``: for a Dense kernel of shape
+  ``(in, out)``, ``axis=0`` gives one group per output unit, and the prox zeroes whole
+  neurons.
   Its prox needs one step per leaf (a scalar): with a different step per coordinate
   the problem no longer separates by group and has no closed form.
 
@@ -281,22 +163,17 @@ class GroupLasso(Regularizer):
   """
   _strengths = ("strength",)
   _static = ("axis", "where")
+  _homogeneous = True
   separable = False  # One norm per group: a step per coordinate has no closed form.
 
   def __init__(self, strength, *, axis, where=None):
     self.strength = _checks.check_strength(strength, "strength")
-    axes = axis if isinstance(axis, tuple) else (axis,)
-    if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-      raise ValueError(f"axis must be an int or a tuple of ints, got {axis!r}")
-    self.axis = axis
+    axes = _checks.check_axes(axis)
+    self.axis = axes if isinstance(axis, (tuple, list)) else axes[0]
     self.where = select.as_selector(where)
 
   def _check_axis(self, w):
-    axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
-    if not all(-w.ndim <= a < w.ndim for a in axes):
-      raise ValueError(
-          f"GroupLasso axis={self.axis!r} is out of range for a selected leaf of shape "
-          f"{w.shape}; pass where= to select only leaves with enough dims")
+    _checks.check_axes_fit(_checks.check_axes(self.axis), w.shape, "GroupLasso")
 
   def _leaf_value(self, w):
     self._check_axis(w)
@@ -309,78 +186,6 @@ class GroupLasso(Regularizer):
       raise ValueError(
           f"GroupLasso.prox needs a scalar step per leaf, got shape {jnp.shape(step)}")
     return _prox.group_soft_threshold(w, step * self.strength, self.axis)
-
-
-@jax.tree_util.register_pytree_node_class
-class Sum(Regularizer):
-  r"""``r1 + r2 + ...``: the values add up.
-
-  The prox of a sum has a closed form on a leaf when at most one term selects it, or
-  when every term that selects it is an L1/L2/elastic-net term (their strengths add up
-  into one elastic net), with or without ``jaxreg.NonNeg`` (which clamps that prox at
-  0: ``L1(λ) + NonNeg()`` gives :math:`\max(w - tλ, 0)`). Any other overlap raises ``NotImplementedError``: chain the
-  gradient of one term instead (``jaxreg.transforms.add_gradient``).
-
-  >>> import jax.numpy as jnp
-  >>> r = L1(1.0) + L2(0.5)
-  >>> r.prox({"w": jnp.array([3.0])}, 1.0)["w"]
-  Array([1.], dtype=float32)
-  """
-  _strengths = ("terms",)
-  _static = ()
-
-  def __init__(self, terms):
-    self.terms = tuple(terms)
-
-  def __call__(self, params):
-    return sum((term(params) for term in self.terms), start=jnp.zeros((), jnp.float32))
-
-  def prox(self, params, step):
-    steps = _step_per_leaf(step, params)
-    flag_columns = [select.selection(term.where, params) for term in self.terms]
-
-    def leaf_prox(path, w, t, *flags):
-      active = [term for term, selected in zip(self.terms, flags) if selected]
-      if not active:
-        return w
-      w = jnp.asarray(w)  # A Python-float leaf, as a 0-d array.
-      if len(active) == 1:
-        return active[0]._leaf_prox(w, t)
-      # max(·, 0) after the prox of an even, coordinate-wise convex penalty is the
-      # prox of that penalty plus the constraint w >= 0 (jaxreg.NonNeg).
-      nonneg = any(getattr(term, "projects_nonnegative", False) for term in active)
-      active = [term for term in active if not getattr(term, "projects_nonnegative", False)]
-      coefficients = [term.elastic_coefficients() for term in active]
-      if any(c is None for c in coefficients):
-        raise NotImplementedError(
-            f"{' + '.join(type(term).__name__ for term in active)}"
-            f"{' + NonNeg' if nonneg else ''} has no closed-form "
-            f"proximal map on {select.path_string(path)!r}; restrict one term with where=, or add its "
-            "gradient instead of its prox")
-      l1 = sum(a for a, _ in coefficients)
-      l2 = sum(b for _, b in coefficients)
-      z = _prox.elastic_net(w, t * l1, t * l2)
-      return _prox.non_negative(z) if nonneg else z
-
-    values, treedef = jax.tree.flatten(params)
-    paths = [leaf.path for leaf in select.leaves(params)]
-    return jax.tree.unflatten(treedef, [
-        leaf_prox(*row) for row in zip(paths, values, steps, *flag_columns)])
-
-  def selected(self, params) -> dict[str, tuple[int, ...]]:
-    """``{path: shape}`` of the parameters any term penalizes (``reg.terms[i].selected``
-    shows one term's)."""
-    return {path: shape for term in self.terms for path, shape in term.selected(params).items()}
-
-  @property
-  def separable(self) -> bool:
-    return all(term.separable for term in self.terms)
-
-  def with_where(self, where) -> Sum:
-    return Sum(term.with_where(where) for term in self.terms)
-
-  def __repr__(self):
-    return " + ".join(repr(term) for term in self.terms)
 
 
 def l1(l1: float = 0.01, *, where=None) -> L1:

@@ -250,6 +250,10 @@ _REGULARIZERS = [
                     shapes=_MATRIX_ONLY),
     _regularizer_op("jaxreg.Sum", lambda s: jr.Sum([jr.L1(s), jr.L2(s)])),
     _regularizer_op("jaxreg.Sum[L1 + NonNeg]", lambda s: jr.L1(s) + jr.NonNeg()),
+    # c * reg: the strengths scaled (L1), every term scaled (Sum), or a Scaled wrapper.
+    _regularizer_op("jaxreg.L1[scaled]", lambda s: 0.5 * jr.L1(s)),
+    _regularizer_op("jaxreg.Sum[L1 + NonNeg, divided]", lambda s: (jr.L1(s) + jr.NonNeg()) / 4),
+    _regularizer_op("jaxreg.regularizers.Scaled", lambda s: jr.regularizers.Scaled(s, jr.L1(0.5))),
     _regularizer_op("jaxreg.l1", jr.l1),
     _regularizer_op("jaxreg.l2", jr.l2),
     _regularizer_op("jaxreg.l1_l2", lambda s: jr.l1_l2(l1=s, l2=s)),
@@ -323,7 +327,7 @@ _TRANSFORMS = [
     _transform_op("add_gradient",
                   lambda lr: optax.chain(transforms.add_gradient(_L1), optax.sgd(lr))),
     _transform_op("proximal",
-                  lambda lr: optax.chain(optax.sgd(lr), transforms.proximal(_L1, lr))),
+                  lambda lr: optax.chain(optax.sgd(lr), transforms.proximal(lr, _L1))),
     _transform_op("prox_sgd", lambda lr: transforms.prox_sgd(lr, _L1, momentum=0.9)),
     _transform_op("prox_sgd[accelerated]",
                   lambda lr: transforms.prox_sgd(lr, _L1, accelerated=True)),
@@ -501,7 +505,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
 # Names with nothing to run on their own: what checks them ---------------------------------
 
 _STATES = {  # each state class and a transform whose state it is
-    "ProximalState": lambda: transforms.proximal(_L1, 0.1),
+    "ProximalState": lambda: transforms.proximal(0.1, _L1),
     "ProxSGDState": lambda: transforms.prox_sgd(0.1, _L1),
     "FISTAState": lambda: transforms.prox_sgd(0.1, _L1, accelerated=True),
     "ProxAdamState": lambda: transforms.prox_adam(0.1, _L1),
@@ -579,7 +583,28 @@ def _check_keras_epsilon():
   np.testing.assert_allclose(prox.max_norm(x, 1.0), x / (5 + 1e-7), rtol=1e-7)
 
 
+def _check_fista_iterate():
+  # FISTA's sparse iterate, found inside a chain: one proximal step from w.
+  params = {"w": jnp.array([1.0, 0.05, -0.5])}
+  tx = optax.chain(optax.identity(), transforms.prox_sgd(1.0, _L1, accelerated=True))
+  _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_array_equal(transforms.fista_iterate(state)["w"], state[1].iterate["w"])
+  np.testing.assert_allclose(transforms.fista_iterate(state)["w"], [0.9, 0.0, -0.4], rtol=1e-6)
+
+
+def _check_draws():
+  # Whether a module needs a key: only a rate strictly inside (0, 1) or a stddev > 0.
+  from jaxreg import stochastic  # pylint: disable=import-outside-toplevel
+  assert [stochastic.draws_at_rate(r) for r in (0.0, 0.5, 1.0)] == [False, True, False]
+  assert [stochastic.draws_at_stddev(s) for s in (0.0, np.float32(0), 0.1)] == [
+      False, False, True]
+  assert jax.jit(lambda r: jnp.asarray(stochastic.draws_at_rate(r)))(0.0)  # traced: draws
+
+
 COVERED: dict[str, Callable[[], None]] = {
+    "jaxreg.transforms.fista_iterate": _check_fista_iterate,
+    "jaxreg.stochastic.draws_at_rate": _check_draws,
+    "jaxreg.stochastic.draws_at_stddev": _check_draws,
     **{f"jaxreg.transforms.{name}": _check_state_types for name in _STATES},
     "jaxreg.transforms.NO_PARAMS_MSG": _check_no_params_message,
     "jaxreg.Regularizer": _check_base_classes,
@@ -594,5 +619,5 @@ COVERED: dict[str, Callable[[], None]] = {
 }
 
 # The modules whose __all__ the table must cover.
-MODULES = ("jaxreg", "jaxreg.transforms", "jaxreg.linen", "jaxreg.nnx", "jaxreg.attention",
-           "jaxreg.cv", "jaxreg.prox")
+MODULES = ("jaxreg", "jaxreg.stochastic", "jaxreg.regularizers", "jaxreg.transforms",
+           "jaxreg.linen", "jaxreg.nnx", "jaxreg.attention", "jaxreg.cv", "jaxreg.prox")

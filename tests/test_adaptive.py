@@ -1,6 +1,8 @@
 """Proximal Adagrad and FTRL against their published update rules (written here in
 numpy) and against Optax's Adagrad; Keras's own Ftrl is in tests/test_keras_parity.py."""
 
+import importlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -134,3 +136,14 @@ def test_ftrl_on_pytrees_under_jit_and_without_curvature():
 def test_ftrl_bad_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     jr.transforms.ftrl(0.1, **kwargs)
+
+
+def test_the_former_module_path_warns_and_hands_each_name_on():
+  adaptive = importlib.import_module("jaxreg.adaptive")
+  for name in ("prox_adagrad", "ftrl", "ProxAdagradState", "FtrlState"):
+    with pytest.warns(DeprecationWarning,
+                      match=f"jaxreg.adaptive is deprecated: import {name} from jaxreg.transforms"):
+      assert getattr(adaptive, name) is getattr(jr.transforms, name)
+  with pytest.warns(DeprecationWarning, match="import ftrl from jaxreg.transforms"):
+    from jaxreg.adaptive import ftrl  # pylint: disable=import-outside-toplevel
+  assert ftrl is jr.transforms.ftrl

@@ -83,6 +83,37 @@ def test_bounds_may_be_traced_and_vmapped():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", CONSTRAINTS)
+def test_a_positive_multiple_of_a_constraint_is_the_constraint(name):
+  c = CONSTRAINTS[name]
+  for scaled in (2 * c, c * 0.5, c / 3, np.float32(4) * c, jnp.array(0.1) * c):
+    assert scaled is c
+
+
+@pytest.mark.parametrize("name", CONSTRAINTS)
+def test_zero_times_a_constraint_is_the_zero_penalty(name):
+  c = CONSTRAINTS[name]
+  params = {"w": normal(1, (4, 3), 3.0)}
+  zero = 0 * c
+  assert repr(zero) == f"0 * {c!r}"
+  assert float(zero(params)) == 0.0
+  chex.assert_trees_all_equal(zero.prox(params, 1.0), params)
+  assert (2 * zero).scale == 0 and (2 * zero).regularizer is c
+  with pytest.raises(TypeError, match="constraint"):
+    jr.transforms.add_gradient(zero)
+
+
+@pytest.mark.parametrize("name", CONSTRAINTS)
+def test_a_traced_multiple_projects_where_it_is_positive(name):
+  c = CONSTRAINTS[name]
+  params = {"w": normal(1, (4, 3), 3.0)}
+  out = jax.jit(jax.vmap(lambda s: (s * c).prox(params, 1.0)["w"]))(jnp.array([0.0, 2.0]))
+  np.testing.assert_array_equal(out[0], params["w"])
+  np.testing.assert_allclose(out[1], c.prox(params, 1.0)["w"], rtol=1e-6)
+  with pytest.raises(ValueError, match="scaled by a negative c is not convex"):
+    -1 * c
+
+
 # Training with proximal transforms -------------------------------------------------
 
 

@@ -957,8 +957,11 @@ def test_drop_path_rates_equal_timms_linspace():
     assert len(rates) == depth and all(isinstance(r, float) for r in rates)
     np.testing.assert_allclose(rates, np.linspace(0, max_rate, depth), rtol=1e-7, atol=0)
     assert rates[0] == 0.0
-  for depth in [0, -3, 2.0, True]:
-    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+  for depth in [0, -3]:
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+      jr.drop_path_rates(depth, 0.1)
+  for depth in [2.0, True]:
+    with pytest.raises(TypeError, match="depth must be a positive int"):
       jr.drop_path_rates(depth, 0.1)
   with pytest.raises(ValueError, match="max_rate"):
     jr.drop_path_rates(4, 1.5)

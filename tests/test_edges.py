@@ -71,7 +71,7 @@ def test_python_float_leaves_are_penalized_and_moved_by_the_prox():
     lambda reg: jr.transforms.prox_sgd(0.1, reg, accelerated=True),
     lambda reg: jr.transforms.prox_adam(0.1, reg),
     lambda reg: jr.transforms.prox_adagrad(0.1, reg),
-    lambda reg: optax.chain(optax.sgd(0.1), jr.transforms.proximal(reg, 0.1)),
+    lambda reg: optax.chain(optax.sgd(0.1), jr.transforms.proximal(0.1, reg)),
     lambda reg: optax.chain(jr.transforms.add_gradient(reg), optax.sgd(0.1)),
 ], ids=["prox_sgd", "fista", "prox_adam", "prox_adagrad", "proximal", "add_gradient"])
 def test_transforms_move_python_float_leaves_as_0d_arrays(make):
@@ -228,7 +228,7 @@ def test_max_norm_is_the_identity_around_zero_as_optax_s_projection():
 # A learning rate of 0 leaves the weights where they are ---------------------------------
 
 _OPTIMIZERS = {
-    "proximal": lambda lr: optax.chain(optax.sgd(lr), jr.transforms.proximal(jr.L1(0.1), lr)),
+    "proximal": lambda lr: optax.chain(optax.sgd(lr), jr.transforms.proximal(lr, jr.L1(0.1))),
     "prox_sgd": lambda lr: jr.transforms.prox_sgd(lr, jr.L1(0.1), momentum=0.9),
     "fista": lambda lr: jr.transforms.prox_sgd(lr, jr.L1(0.1), accelerated=True),
     "prox_adam": lambda lr: jr.transforms.prox_adam(lr, jr.L1(0.1)),

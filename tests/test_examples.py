@@ -21,7 +21,9 @@ import sys
 
 import pytest
 
-# Its tests share a module fixture: under pytest-xdist they run in one worker.
+import cpu_devices
+
+# Its tests share one fixture: under pytest-xdist they run in one worker.
 pytestmark = pytest.mark.xdist_group("examples")
 
 SMOKE_ARGS = {
@@ -51,10 +53,12 @@ class Run:
         process.returncode, process.stdout, process.stderr)
 
 
-@pytest.fixture(scope="module")
+# Session scope: a worker that runs other modules between this one's tests
+# would tear a module fixture down and build it again.
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
   """``run(script, args=None)``: the script's run with its smoke flags (or ``args``),
-  made once per module and shared by the tests that read it."""
+  made once and shared by the tests that read it."""
   runs = {}
 
   def get(script: str, args: list[str] | None = None) -> Run:
@@ -175,7 +179,7 @@ def test_data_parallel_checks_its_claims_at_its_defaults(run):
 def test_data_parallel_as_two_processes_of_four_devices(tmp_path):
   """The two-process command of docs/sharding.md: two "hosts" of 4 CPU devices each."""
   port = 12355 + os.getpid() % 1000  # Apart from a concurrent run's coordinator.
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  env = cpu_devices.environment(4)
   processes = [subprocess.Popen(
       [sys.executable, str(_EXAMPLES / "data_parallel.py"), "--distributed",
        "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id",

@@ -702,7 +702,7 @@ def test_constraints_declared_per_layer_are_projected_by_proximal():
   params = dense.init(key(30), jnp.ones((1, 4)))["params"]
   reg = jl.regularizer({"params": params})
   assert float(jl.param_loss({"params": params})) == 0.0
-  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(reg, 0.1))
+  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(0.1, reg))
   grads = jax.tree.map(jnp.ones_like, params)  # boxed, as jax.grad gives them
   updates, _ = tx.update(grads, tx.init(params), params)
   kernel = nn.meta.unbox(optax.apply_updates(params, updates))["kernel"]

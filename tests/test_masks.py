@@ -12,7 +12,6 @@ for 16-bit dtypes are drawn from (``DTYPES``: ``None`` is the 24-bit threshold).
 """
 
 import functools
-import os
 import subprocess
 import sys
 
@@ -26,8 +25,11 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+import cpu_devices
 import jaxreg as jr
 from jaxreg import masks
+from jaxreg.masks import hashing
+from jaxreg.masks import scaling
 
 RATES = (0.01, 0.1, 0.25, 0.5, 0.7, 0.9, 0.99)
 N = 2**21
@@ -110,7 +112,7 @@ def test_neighbouring_elements_are_uncorrelated(axis, lag, dtype):
 
 def _16_bit_words(key, shape, start=None, block_shape=None):
   """The top halves of the words masks for 16-bit dtypes are drawn from."""
-  return masks._hashed_words(key, shape, start, block_shape, top_half=True) >> 16
+  return hashing.hashed_words(key, shape, start, block_shape, top_half=True) >> 16
 
 
 @pytest.mark.parametrize("draw,width", [(masks.random_bits, 32), (_16_bit_words, 16)],
@@ -154,11 +156,11 @@ _WORDS = 2.0**32
 
 def _first_generation(index, seed):
   """The first-generation hash ``f(f(i ⊕ s0) + s1)``: a bijection of the index."""
-  return masks._finalize(masks._finalize(index ^ seed[0]) + seed[1])
+  return hashing._finalize(hashing._finalize(index ^ seed[0]) + seed[1])
 
 
-_HASHES = {"second": masks._keyed_hash, "first": _first_generation,
-           "second, 16-bit": functools.partial(masks._keyed_hash, top_half=True)}
+_HASHES = {"second": hashing._keyed_hash, "first": _first_generation,
+           "second, 16-bit": functools.partial(hashing._keyed_hash, top_half=True)}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -323,7 +325,7 @@ def test_blocks_at_a_traced_start_assemble_the_whole_mask(dtype):
 
 
 def test_a_block_of_the_threefry_fallback_is_its_slice(monkeypatch):
-  monkeypatch.setattr(masks, "_HASHABLE_SIZE", 64)
+  monkeypatch.setattr(hashing, "_HASHABLE_SIZE", 64)
   whole = jax.random.bits(KEY, (3, 80), jnp.uint32)  # A dim of 80 has no row split.
   np.testing.assert_array_equal(
       masks.random_bits(KEY, (3, 80), start=(1, 7), block_shape=(2, 40)), whole[1:3, 7:47])
@@ -343,15 +345,15 @@ def test_a_block_that_is_not_inside_the_mask_is_a_value_error(kwargs, match):
 
 # Arrays of 2^32 elements or more: one seed per row ---------------------------------------
 #
-# The split is decided by masks._HASHABLE_SIZE alone; at 2^12 the row path runs on arrays
-# of up to 2^24 elements. The reference below is the module docstring's formula in NumPy.
+# The split is decided by hashing._HASHABLE_SIZE alone; at 2^12 the row path runs on arrays
+# of up to 2^24 elements. The reference below is jaxreg/masks/hashing.py's formula in NumPy.
 
 _SMALL_LIMIT = 2**12
 
 
 @pytest.fixture
 def small_limit(monkeypatch):
-  monkeypatch.setattr(masks, "_HASHABLE_SIZE", _SMALL_LIMIT)
+  monkeypatch.setattr(hashing, "_HASHABLE_SIZE", _SMALL_LIMIT)
 
 
 def _np_finalize(h, top_half=False):
@@ -383,7 +385,7 @@ def _np_row_bits(words, rows, in_row, top_half=False):
     ((2, 2**16, 2**16), 2), ((3, 7), 0), ((2**32,), None), ((2, 2**32), None),
     ((2**32, 2), None), ((2**16, 2**16, 2**16), None)])
 def test_the_split_leaves_the_fewest_rows_with_both_indices_in_32_bits(shape, split):
-  assert masks._row_split(shape) == split
+  assert hashing._row_split(shape) == split
 
 
 def test_arrays_below_32_bits_keep_the_single_index_hash():
@@ -474,7 +476,8 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxreg as jr
 from jaxreg import masks
-masks._HASHABLE_SIZE = 2**10  # (64, 512) is then 64 rows of 512.
+from jaxreg.masks import hashing
+hashing._HASHABLE_SIZE = 2**10  # (64, 512) is then 64 rows of 512.
 mesh, mesh2 = jax.make_mesh((8,), ("d",)), jax.make_mesh((2, 4), ("a", "b"))
 key, x = jax.random.key(3), jnp.ones((64, 512))
 f = jax.jit(lambda k, x: jr.dropout(k, x, 0.3))
@@ -500,8 +503,7 @@ print("ALL OK")
 
 
 def test_large_masks_are_identical_under_every_sharding_and_need_no_collective():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = cpu_devices.environment(8)
   result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
@@ -603,9 +605,9 @@ def test_bfloat16_rounds_half_away_from_zero_at_every_rate_in_steps_of_a_thousan
   # The cheaper rounding is taken only where it matches ties to even: the test above
   # shows the bits; this shows that it is taken at the rates users pick.
   rates = np.arange(1, 1000) / 1000
-  assert all(masks._away_matches_even(masks.keep_probability(r, jnp.bfloat16))
+  assert all(scaling._away_matches_even(masks.keep_probability(r, jnp.bfloat16))
              for r in rates)
-  assert not masks._away_matches_even(masks.keep_probability(TIE_RATE, jnp.bfloat16))
+  assert not scaling._away_matches_even(masks.keep_probability(TIE_RATE, jnp.bfloat16))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
@@ -670,7 +672,7 @@ def test_broadcast_dims_draw_one_entry_per_shared_slice():
 @pytest.mark.parametrize("shape", [(64,), (2, 80), (64, 2)])
 def test_arrays_without_a_row_split_below_32_bits_fall_back_to_threefry(monkeypatch,
                                                                          shape):
-  monkeypatch.setattr(masks, "_HASHABLE_SIZE", 64)
+  monkeypatch.setattr(hashing, "_HASHABLE_SIZE", 64)
   np.testing.assert_array_equal(masks.random_bits(KEY, shape),
                                 jax.random.bits(KEY, shape, jnp.uint32))
   for hashed in ((7, 9), (8, 8)):  # One index, or 8 rows of 8.

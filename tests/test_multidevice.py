@@ -18,7 +18,6 @@ file is that subprocess's script, and each test asserts that one check passed th
 from __future__ import annotations
 
 import functools
-import os
 import re
 import subprocess
 import sys
@@ -31,10 +30,11 @@ import optax
 import pytest
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+import cpu_devices
 import jaxreg as jr
 from jaxreg import transforms
 
-# Its tests share a module fixture: under pytest-xdist they run in one worker.
+# Its tests share one fixture: under pytest-xdist they run in one worker.
 pytestmark = pytest.mark.xdist_group("multidevice")
 
 DEVICES = 8
@@ -211,7 +211,7 @@ def _transforms():
   """Every transform of jaxreg.transforms, as a (name, GradientTransformation)."""
   return {
       "add_gradient": optax.chain(transforms.add_gradient(_REG), optax.sgd(_LR)),
-      "proximal": optax.chain(optax.adam(_LR), transforms.proximal(_REG, _LR)),
+      "proximal": optax.chain(optax.adam(_LR), transforms.proximal(_LR, _REG)),
       "prox_sgd": transforms.prox_sgd(_LR, _REG, momentum=0.9),
       "prox_sgd(accelerated)": transforms.prox_sgd(_LR, _REG, accelerated=True),
       "prox_adam": transforms.prox_adam(_LR, _REG),
@@ -331,10 +331,11 @@ def _main() -> None:
       print(f"{name}: FAILED\n{traceback.format_exc()}", flush=True)
 
 
-@pytest.fixture(scope="module")
+# Session scope: a worker that runs other modules between this one's tests
+# would tear a module fixture down and build it again.
+@pytest.fixture(scope="session")
 def eight_devices() -> str:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
-             JAX_PLATFORMS="cpu")
+  env = cpu_devices.environment(DEVICES)
   result = subprocess.run([sys.executable, __file__], env=env, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr

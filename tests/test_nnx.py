@@ -235,8 +235,13 @@ def test_other_bad_arguments_raise_the_core_errors():
     jn.Dropout(0.5, mode="scaled", rngs=rngs())(jnp.ones(3))
   with pytest.raises(ValueError, match="block_size"):
     jn.DropBlock(0.5, 5, rngs=rngs())(jnp.ones((1, 4, 4, 1)))
+  # At construction: a bad field fails before any call.
   with pytest.raises(ValueError, match="l2 must be finite and >= 0"):
-    jn.ActivityRegularization(l2=float("nan"))(jnp.ones(3))
+    jn.ActivityRegularization(l2=float("nan"))
+  with pytest.raises(ValueError, match="reduction must be one of"):
+    jn.ActivityRegularization(0.1, reduction="mean")
+  with pytest.raises(TypeError):
+    jn.ActivityRegularization(0.1, 0.1, "sum")  # reduction is keyword-only, as before.
 
 
 # Training -----------------------------------------------------------------------
@@ -684,7 +689,7 @@ def test_constraints_declared_per_layer_are_projected_by_proximal():
   assert float(jn.param_loss(layer)) == 0.0
   params = nnx.state(layer, nnx.Param)
   before = layer.kernel[...]
-  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(jn.regularizer(layer), 0.1))
+  tx = optax.chain(optax.sgd(0.1), jr.transforms.proximal(0.1, jn.regularizer(layer)))
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   nnx.update(layer, optax.apply_updates(params, updates))
   chex.assert_trees_all_close(layer.kernel[...], jr.prox.max_norm(before - 0.1, 1.0),

@@ -4,6 +4,7 @@ The expected values never come from jaxreg: each penalty, gradient and prox is w
 here from its definition, and the leaves a ``where=`` selects are spelled out by hand.
 """
 
+import importlib
 import re
 from typing import Callable, NamedTuple
 
@@ -489,6 +490,168 @@ def test_python_sum_of_regularizers():
               + expected_value(KINDS["GroupLasso_last"], np_params, {"params/Dense_0/bias"}))
   np.testing.assert_allclose(reg(params), expected, rtol=1e-6)
   assert sum([jr.L1(A)]).strength == A
+
+
+def test_every_name_keeps_its_import_path():
+  # regularizers.py re-exports Regularizer, Sum and Scaled from jaxreg/_regularizer.py.
+  expected = {
+      "jaxreg.regularizers": {"Regularizer", "Sum", "Scaled", "L1", "L2", "ElasticNet",
+                              "GroupLasso", "l1", "l2", "l1_l2"},
+      "jaxreg.constraints": {"Constraint", "MaxNorm", "MinMaxNorm", "UnitNorm", "NonNeg"},
+      "jaxreg.orthogonal": {"Orthogonal"},
+      "jaxreg.activity": {"ACTIVITY_REDUCTIONS", "activity_penalty", "check_activity_reduction"},
+      "jaxreg.per_layer": {"declared"},
+  }
+  for name, names in expected.items():
+    module = importlib.import_module(name)
+    assert set(module.__all__) == names, name
+    assert all(hasattr(module, n) for n in names), name
+  assert jr.regularizers.Sum is jr.Sum and jr.regularizers.Regularizer is jr.Regularizer
+
+
+def test_group_lasso_takes_an_axis_as_keras_does():
+  assert jr.GroupLasso(0.1, axis=[0, 1]).axis == (0, 1)
+  assert jr.GroupLasso(0.1, axis=np.int64(1)).axis == 1
+  for axis in ["0", (), (0, 1.0), True]:
+    with pytest.raises(ValueError, match="axis must be an int or a tuple of ints"):
+      jr.GroupLasso(0.1, axis=axis)
+
+
+# Scaling: c * R -------------------------------------------------------------------------
+
+@jax.tree_util.register_pytree_node_class
+class UnscaledL1(jr.L1):
+  """L1 as a subclass that does not say its value is linear in its strength: scaling
+  it goes through the ``Scaled`` wrapper."""
+  _homogeneous = False
+
+
+@pytest.mark.parametrize("c", [0.0, 0.5, 3])
+@pytest.mark.parametrize("name", KIND_NAMES)
+def test_scaled_value_is_c_times_and_prox_is_the_prox_at_the_scaled_step(name, c):
+  kind, np_params = KINDS[name], numpy_params()
+  params = to_jax(np_params)
+  reg = kind.make()
+  for scaled in (c * reg, reg * c):
+    np.testing.assert_allclose(scaled(params), c * expected_value(kind, np_params, FLOATING),
+                               rtol=1e-6)
+    out = scaled.prox(params, 0.8)
+    chex.assert_trees_all_close(out, reg.prox(params, c * 0.8), rtol=1e-6, atol=1e-7)
+    for path in FLOATING:
+      w = leaf(np_params, path).astype(np.float64)
+      np.testing.assert_allclose(leaf(out, path), kind.prox(w, c * 0.8), rtol=1e-6, atol=1e-7,
+                                 err_msg=path)
+    chex.assert_trees_all_equal(out["ids"], params["ids"])
+  if c:
+    chex.assert_trees_all_close((reg / c).prox(params, 0.8), reg.prox(params, 0.8 / c),
+                                rtol=1e-6, atol=1e-7)
+
+
+def test_scaling_a_penalty_scales_its_strengths():
+  where = select.kernels()
+  assert repr(0.5 * jr.L1(0.1, where=where)) == "L1(strength=0.05, where=jr.select.kernels())"
+  assert repr(jr.L2(0.3) / 2) == "L2(strength=0.15, where=None)"
+  scaled = 2 * jr.ElasticNet(0.1, 0.25)
+  assert type(scaled) is jr.ElasticNet and (scaled.l1, scaled.l2) == (0.2, 0.5)
+  scaled = 3 * jr.GroupLasso(0.5, axis=[0, 1], where=where)
+  assert (scaled.strength, scaled.axis, scaled.where) == (1.5, (0, 1), where)
+  scaled = 4 * jr.Orthogonal(0.25, mode="columns")
+  assert (scaled.factor, scaled.mode) == (1.0, "columns")
+  # The same pytree structure: a scaled penalty is the penalty with other strengths.
+  assert jax.tree.structure(0.5 * jr.L1(0.1)) == jax.tree.structure(jr.L1(0.1))
+  total = 2 * (jr.L1(0.1) + jr.L2(0.2, where=where))
+  assert isinstance(total, jr.Sum)
+  assert [type(t) for t in total.terms] == [jr.L1, jr.L2]
+  assert [t.strength for t in total.terms] == [0.2, 0.4] and total.terms[1].where == where
+  # NumPy and JAX scalars scale from either side.
+  for c in (np.float32(0.5), np.float64(0.5), jnp.float32(0.5), jnp.array(0.5)):
+    np.testing.assert_allclose((c * jr.L1(0.1)).strength, 0.05, rtol=1e-6)
+    np.testing.assert_allclose((jr.L1(0.1) * c).strength, 0.05, rtol=1e-6)
+
+
+def test_the_scaled_wrapper_for_a_penalty_that_does_not_scale_its_strengths():
+  np_params = float_params()
+  params = to_jax(np_params)
+  reg = UnscaledL1(A, where=select.kernels())
+  scaled = 0.5 * reg
+  assert isinstance(scaled, jr.regularizers.Scaled) and scaled.regularizer is reg
+  assert repr(scaled) == "0.5 * UnscaledL1(strength=0.3, where=jr.select.kernels())"
+  assert scaled.where == select.kernels() and scaled.selected(params) == reg.selected(params)
+  assert jax.tree.leaves(scaled) == [0.5, A]
+  np.testing.assert_allclose(scaled(params), 0.5 * expected_value(KINDS["L1"], np_params, KERNELS),
+                             rtol=1e-6)
+  chex.assert_trees_all_close(scaled.prox(params, 0.8), reg.prox(params, 0.4))
+  # Scaling again multiplies the scales; where= moves to the wrapped penalty.
+  again = 4 * scaled
+  assert (again.scale, again.regularizer) == (2.0, reg)
+  moved = scaled.with_where(select.by_path("Dense_0"))
+  assert moved.scale == 0.5 and moved.where == select.by_path("Dense_0")
+  # In a sum, and through jit with a traced scale.
+  total = scaled + jr.L2(B, where=select.by_path("bias"))
+  out = total.prox(params, 0.8)
+  chex.assert_trees_all_close(out["params"]["Dense_0"]["kernel"],
+                              prox.soft_threshold(params["params"]["Dense_0"]["kernel"], 0.4 * A))
+  value = jax.jit(lambda c, p: (c * reg)(p))(0.5, params)
+  np.testing.assert_allclose(value, scaled(params), rtol=1e-6)
+  with pytest.raises(TypeError, match="other than a sum"):
+    jr.regularizers.Scaled(0.5, jr.L1(0.1) + jr.L2(0.1))
+
+
+@pytest.mark.parametrize("c,error,match", [
+    (-0.5, ValueError, r"c must be finite and >= 0, got -0.5.*scaled by a negative c is not convex"),
+    (float("nan"), ValueError, "c must be finite and >= 0"),
+    (float("inf"), ValueError, "c must be finite and >= 0"),
+    (True, TypeError, "c must be a real number"),
+    (jnp.ones(2), TypeError, "c must be a scalar"),
+    (1 + 2j, TypeError, "c must be a real number"),
+], ids=["negative", "nan", "inf", "bool", "array", "complex"])
+def test_a_bad_scale_is_a_clear_error(c, error, match):
+  with pytest.raises(error, match=match):
+    c * jr.L1(0.1)
+  with pytest.raises(error, match=match):
+    jr.L1(0.1) / c
+
+
+def test_dividing_by_zero_and_by_a_regularizer_are_errors():
+  with pytest.raises(ValueError, match="division by zero"):
+    jr.L1(0.1) / 0
+  with pytest.raises(ValueError, match="division by zero"):
+    (jr.L1(0.1) + jr.L2(0.1)) / 0.0
+  with pytest.raises(TypeError):
+    jr.L1(0.1) * jr.L2(0.1)
+  with pytest.raises(TypeError):
+    1.0 / jr.L1(0.1)
+
+
+def test_scaling_by_a_traced_c_under_jit_vmap_and_grad():
+  np_params = float_params()
+  params = to_jax(np_params)
+  abs_sum = expected_value(KINDS["L1"], np_params, FLOATING) / A
+  traces = []
+
+  @jax.jit
+  def value(c, reg):
+    traces.append(c)
+    return (c * reg)(params)
+
+  for c in [0.5, 2.0]:
+    np.testing.assert_allclose(value(c, jr.L1(A)), c * A * abs_sum, rtol=1e-6)
+  np.testing.assert_allclose(value(0.5, 0.5 * jr.L1(A)), 0.25 * A * abs_sum, rtol=1e-6)
+  assert len(traces) == 1
+  # A traced c checked as a strength is: a negative one acts as 0, never as a NaN.
+  assert value(-1.0, jr.L1(A)) == 0.0
+  np.testing.assert_allclose(jax.grad(lambda c: (c * jr.L1(A))(params))(2.0), A * abs_sum,
+                             rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda c: (jr.L1(A) / c)(params))(2.0), -A * abs_sum / 4,
+                             rtol=1e-6)
+  w = np_params["params"]["Dense_0"]["bias"].astype(np.float64)
+  out = jax.vmap(lambda c: (c * jr.L1(A)).prox(params, 0.5))(jnp.array([0.0, 1.0, 4.0]))
+  np.testing.assert_allclose(out["params"]["Dense_0"]["bias"],
+                             [np_soft(w, 0.5 * c * A) for c in [0.0, 1.0, 4.0]], rtol=1e-6)
+  # A traced 0 divisor cannot raise: the penalty is 0 and its prox the identity.
+  zero = jax.jit(lambda c: ((jr.L1(A) / c)(params), (jr.L1(A) / c).prox(params, 1.0)))(0.0)
+  assert zero[0] == 0.0
+  chex.assert_trees_all_equal(zero[1], params)
 
 
 @pytest.mark.parametrize("alias,full", [

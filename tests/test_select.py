@@ -1,5 +1,6 @@
 """``where=`` selectors: which leaves of a params tree a regularizer touches."""
 
+import functools
 from typing import NamedTuple
 
 from hypothesis import given
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxreg as jr
 from jaxreg import select
 
 
@@ -222,6 +224,71 @@ def test_equal_selectors_are_equal_so_jit_reuses_its_trace():
   assert value(params, select.as_selector({"w": True, "b": False})) == 3.0
   assert value(params, select.exclude("w")) == 10.0
   assert len(traces) == 2
+
+
+def at_least(ndim, *, offset=0):
+  """A ``where=`` lambda made anew on each call, as a training step may write it."""
+  return lambda path, leaf: leaf.ndim >= ndim + offset
+
+
+def test_callbacks_with_the_same_code_and_closure_are_equal():
+  same = select.as_selector(at_least(2)), select.as_selector(at_least(2))
+  assert same[0].fn is not same[1].fn
+  assert same[0] == same[1] and hash(same[0]) == hash(same[1])
+  assert select.as_selector(at_least(2)) != select.as_selector(at_least(1))
+  assert select.as_selector(at_least(2)) != select.as_selector(at_least(2, offset=1))
+  assert select.as_selector(at_least(2)) != select.as_selector(at_least(2.0))  # types differ
+  # The same code in another lambda is another function.
+  assert select.as_selector(at_least(2)) != select.as_selector(lambda path, leaf: leaf.ndim >= 2)
+  # Defaults count as closures do.
+  with_default = lambda k: (lambda path, leaf, k=k: leaf.ndim >= k)
+  assert select.as_selector(with_default(2)) == select.as_selector(with_default(2))
+  assert select.as_selector(with_default(2)) != select.as_selector(with_default(3))
+  assert select.exclude(at_least(2), "bias") == select.exclude(at_least(2), "bias")
+
+
+def test_a_callback_closing_over_an_unhashable_value_is_only_equal_to_itself():
+  def over(values):
+    return lambda path, leaf: leaf.size in values
+
+  a, b = select.as_selector(over([1, 2])), select.as_selector(over([1, 2]))
+  assert a != b and a == a and hash(a) == hash(select.Callback(a.fn))
+  a, b = select.as_selector(over(np.ones(2))), select.as_selector(over(np.ones(2)))
+  assert a != b and a == select.Callback(a.fn)
+
+
+def test_a_rebuilt_where_lambda_does_not_retrace():
+  params = {"w": jnp.ones((2, 3)), "b": jnp.full(3, 2.0)}
+  traces = []
+
+  @jax.jit
+  def value(reg, params):  # the regularizer's where= is pytree aux data
+    traces.append(reg)
+    return reg(params)
+
+  for strength in [1.0, 2.0]:
+    assert value(jr.L1(strength, where=at_least(2)), params) == 6.0 * strength
+  assert value(jr.L1(1.0, where=at_least(1)), params) == 12.0
+  assert len(traces) == 2
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def selected_sum(params, where):  # a selector as a static argument
+    traces.append(where)
+    flags = jax.tree.leaves(select.mask(where, params))
+    return sum(jnp.sum(w) for flag, w in zip(flags, jax.tree.leaves(params)) if flag)
+
+  for _ in range(2):
+    assert selected_sum(params, select.as_selector(at_least(2))) == 6.0
+  assert len(traces) == 3
+
+
+def test_every_name_keeps_its_import_path():
+  # select.py re-exports what jaxreg/_selectors.py and jaxreg/_param_tree.py define.
+  names = {"kernels", "by_path", "paths", "exclude", "allow_empty", "as_selector", "mask",
+           "selection", "selected", "path_string", "leaves", "Leaf", "Predicate", "Floating",
+           "Kernels", "ByPath", "Paths", "Exclude", "AllowEmpty", "BoolTree", "Callback"}
+  assert set(select.__all__) == names
+  assert all(hasattr(select, name) for name in names)
 
 
 NAMES = st.sampled_from(["kernel", "bias", "scale", "embedding", "w"])

@@ -6,10 +6,11 @@ Runs in a subprocess with 8 emulated CPU devices
 fixed when JAX starts.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
+
+import cpu_devices
 
 _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -73,8 +74,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_masks_are_identical_under_every_sharding_and_need_no_collective():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = cpu_devices.environment(8)
   result = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr

@@ -6,7 +6,10 @@ The definitions checked here are written out in numpy (soft-thresholding,
 Convergence against scikit-learn is in ``tests/integration/test_sparse_regression.py``.
 """
 
+import warnings
+
 import chex
+from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,7 +27,7 @@ LR = 0.1
 # Every transform, as a function of its regularizer.
 FACTORIES = {
     "add_gradient": transforms.add_gradient,
-    "proximal": lambda reg: transforms.proximal(reg, LR),
+    "proximal": lambda reg: transforms.proximal(LR, reg),
     "prox_sgd": lambda reg: transforms.prox_sgd(LR, reg),
     "prox_sgd_nesterov": lambda reg: transforms.prox_sgd(LR, reg, momentum=0.9, nesterov=True),
     "fista": lambda reg: transforms.prox_sgd(LR, reg, accelerated=True),
@@ -139,7 +142,7 @@ def test_add_gradient_accepts_a_plain_penalty_function():
        u=hnp.arrays(np.float32, 6, elements=f32(-4, 4)),
        lam=st.floats(0, 3), lr=st.floats(0, 1))
 def test_proximal_lands_on_soft_threshold_of_the_moved_point(w, u, lam, lr):
-  tx = transforms.proximal(jr.L1(lam), lr)
+  tx = transforms.proximal(lr, jr.L1(lam))
   out, _ = tx.update(jnp.asarray(u), tx.init(w), jnp.asarray(w))
   new = np.asarray(optax.apply_updates(jnp.asarray(w), out))
   v = w + u
@@ -151,7 +154,7 @@ def test_proximal_lands_on_soft_threshold_of_the_moved_point(w, u, lam, lr):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: optax.chain(optax.sgd(LR), transforms.proximal(jr.L1(10.0), LR)),
+    lambda: optax.chain(optax.sgd(LR), transforms.proximal(LR, jr.L1(10.0))),
     lambda: transforms.prox_sgd(LR, jr.L1(10.0), accelerated=True),
 ], ids=["proximal", "fista"])
 def test_zeros_stay_exact_with_bfloat16_updates_on_float32_params(make):
@@ -164,7 +167,7 @@ def test_zeros_stay_exact_with_bfloat16_updates_on_float32_params(make):
 
 def test_proximal_reads_its_schedule_at_counts_0_1_2():
   schedule = lambda count: 0.1 * (count + 1)
-  tx = transforms.proximal(jr.L1(1.0), schedule)
+  tx = transforms.proximal(schedule, jr.L1(1.0))
   _, params, state = run(tx, jnp.array([10.0]), steps=3, grads_fn=jnp.zeros_like)
   np.testing.assert_allclose(params, [10.0 - 0.1 - 0.2 - 0.3], rtol=1e-6)
   assert int(state.count) == 3
@@ -178,7 +181,7 @@ def test_sgd_then_proximal_equals_prox_sgd_step_for_step(momentum, nesterov, sch
   loss = least_squares(X, y)
   reg = jr.L1(0.1)
   chained = optax.chain(optax.sgd(lr, momentum=momentum, nesterov=nesterov),
-                        transforms.proximal(reg, lr))
+                        transforms.proximal(lr, reg))
   fused = transforms.prox_sgd(lr, reg, momentum=momentum, nesterov=nesterov)
   w_chain = w_fused = jnp.zeros(X.shape[1])
   s_chain, s_fused = chained.init(w_chain), fused.init(w_fused)
@@ -191,6 +194,37 @@ def test_sgd_then_proximal_equals_prox_sgd_step_for_step(momentum, nesterov, sch
     w_fused = optax.apply_updates(w_fused, u_fused)
     zeros_seen += int(np.sum(w_fused == 0))
   assert zeros_seen > 0  # the prox did act: the comparison covers thresholded steps
+
+
+@pytest.mark.parametrize("learning_rate", [LR, jnp.float32(LR), optax.linear_schedule(LR, 0.0, 5)],
+                         ids=["float", "array", "schedule"])
+def test_proximal_in_the_former_order_warns_and_makes_the_same_updates(learning_rate):
+  reg = jr.L1(0.3)
+  with pytest.warns(DeprecationWarning, match=r"write proximal\(learning_rate, reg\)"):
+    former = transforms.proximal(reg, learning_rate)
+  for u_former, u_new in zip(run(former, make_params())[0],
+                             run(transforms.proximal(learning_rate, reg), make_params())[0]):
+    chex.assert_trees_all_equal(u_former, u_new)
+
+
+def test_proximal_by_keyword_and_under_inject_hyperparams_does_not_warn():
+  params = jnp.array([1.0, -0.05])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    by_keyword = transforms.proximal(reg=jr.L1(1.0), learning_rate=0.5)
+    injected = optax.inject_hyperparams(transforms.proximal, static_args=("reg",))(
+        learning_rate=0.5, reg=jr.L1(1.0))
+    for tx in (by_keyword, injected):
+      np.testing.assert_allclose(run(tx, params, steps=1, grads_fn=jnp.zeros_like)[1],
+                                 [0.5, 0.0])
+
+
+def test_proximal_with_two_regularizers_or_two_learning_rates_is_a_type_error():
+  with pytest.raises(TypeError, match=r"proximal\(learning_rate, reg\) got two regularizers, "
+                     r"learning_rate=L1.*reg=L2"):
+    transforms.proximal(jr.L1(0.1), jr.L2(0.1))
+  with pytest.raises(TypeError, match=r"got no regularizer \(learning_rate=0.1, reg=<function"):
+    transforms.proximal(0.1, lambda count: 0.1)
 
 
 # prox_sgd -----------------------------------------------------------------------
@@ -218,6 +252,95 @@ def test_fista_follows_beck_teboulle_recursion():
     np.testing.assert_allclose(state.iterate, x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state.t, t, rtol=1e-6)
   assert np.any(x == 0) and np.all(np.asarray(state.iterate)[x == 0] == 0)
+
+
+def fista_on_a_lasso(wrap=lambda tx: tx, steps=20):
+  """``steps`` FISTA steps on a Lasso with three nonzero coefficients out of twelve;
+  returns the final state of ``wrap(fista)`` and the final params."""
+  X, y = lasso_problem()
+  loss = least_squares(X, y)
+  tx = wrap(transforms.prox_sgd(0.5, jr.L1(0.1), accelerated=True))
+  w = jnp.zeros(X.shape[1])
+  state = tx.init(w)
+  for _ in range(steps):
+    updates, state = tx.update(jax.grad(loss)(w), state, w)
+    w = optax.apply_updates(w, updates)
+  return state, w
+
+
+def test_fista_iterate_is_the_sparse_iterate_of_the_state():
+  state, params = fista_on_a_lasso(steps=5)
+  iterate = transforms.fista_iterate(state)
+  assert iterate is state.iterate
+  support = np.arange(iterate.shape[0]) < 3
+  np.testing.assert_array_equal(np.asarray(iterate) != 0, support)
+  # The params, FISTA's extrapolated point, have not found the support yet.
+  assert np.sum(np.asarray(params) != 0) > 3
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda tx: optax.chain(optax.clip_by_global_norm(100.0), tx, optax.identity()),
+    lambda tx: optax.masked(tx, True),
+    lambda tx: optax.inject_hyperparams(transforms.prox_sgd, static_args=("reg",))(
+        learning_rate=0.5, reg=jr.L1(0.1), accelerated=True),
+], ids=["chain", "masked", "inject_hyperparams"])
+def test_fista_iterate_finds_the_state_inside_optax_wrappers(wrap):
+  bare, _ = fista_on_a_lasso()
+  wrapped, _ = fista_on_a_lasso(wrap)
+  chex.assert_trees_all_equal(transforms.fista_iterate(wrapped), bare.iterate)
+  chex.assert_trees_all_equal(jax.jit(transforms.fista_iterate)(wrapped), bare.iterate)
+
+
+def test_fista_iterate_under_optax_masked_leaves_masked_nodes():
+  fista = transforms.prox_sgd(LR, jr.L1(0.3), accelerated=True)
+  _, _, state = run(optax.masked(fista, {"w": True, "b": False}), make_params())
+  iterate = transforms.fista_iterate(state)
+  assert isinstance(iterate["b"], optax.MaskedNode)
+  _, _, alone = run(fista, {"w": make_params()["w"]})
+  chex.assert_trees_all_equal(iterate["w"], alone.iterate["w"])
+
+
+def test_fista_iterate_of_an_nnx_optimizer_is_a_state_of_arrays():
+  X, y = lasso_problem()
+  model = nnx.Linear(X.shape[1], 1, use_bias=False, kernel_init=nnx.initializers.zeros,
+                     rngs=nnx.Rngs(0))
+  reg = jr.L1(0.1, where=jr.select.kernels())
+  optimizer = nnx.Optimizer(
+      model, optax.chain(optax.identity(), transforms.prox_sgd(0.5, reg, accelerated=True)),
+      wrt=nnx.Param)
+  loss = lambda model: 0.5 / X.shape[0] * jnp.sum((model(X)[:, 0] - y) ** 2)
+  for _ in range(5):
+    optimizer.update(model, nnx.grad(loss)(model))
+  iterate = transforms.fista_iterate(optimizer.opt_state)
+  assert isinstance(iterate, nnx.State)
+  kernel = iterate["kernel"]
+  assert isinstance(kernel, jax.Array), type(kernel)
+  np.testing.assert_array_equal(kernel, optimizer.opt_state[1].iterate["kernel"][...])
+  support = np.arange(X.shape[1]) < 3
+  np.testing.assert_array_equal(np.asarray(kernel[:, 0]) != 0, support)
+  # The sparse model: the iterate written into a copy of the model.
+  sparse = nnx.clone(model)
+  nnx.update(sparse, iterate)
+  np.testing.assert_array_equal(sparse.kernel[...], kernel)
+  assert np.sum(np.asarray(model.kernel[...]) != 0) > 3  # the params are not sparse yet
+
+
+@pytest.mark.parametrize("tx", [
+    optax.sgd(0.1),
+    transforms.prox_sgd(0.1, jr.L1(0.1)),
+], ids=["sgd", "ista"])
+def test_fista_iterate_without_a_fista_state_raises(tx):
+  with pytest.raises(ValueError, match="fista_iterate found no FISTA state"):
+    transforms.fista_iterate(tx.init(jnp.ones(3)))
+
+
+def test_fista_iterate_with_two_fista_states_raises_and_says_where():
+  tx = optax.partition(
+      {"a": transforms.prox_sgd(0.1, jr.L1(0.1), accelerated=True),
+       "b": transforms.prox_sgd(0.2, jr.L1(0.1), accelerated=True)},
+      {"w": "a", "b": "b"})
+  with pytest.raises(ValueError, match=r"found 2 FISTA states in opt_state, at .*'a'.*'b'"):
+    transforms.fista_iterate(tx.init(make_params()))
 
 
 def test_prox_sgd_works_under_inject_hyperparams():
@@ -460,7 +583,7 @@ def test_prox_sgd_with_where_equals_sgd_then_masked_proximal():
   mask = {"w": True, "b": False}
   fused = transforms.prox_sgd(LR, jr.L1(0.3, where=mask))
   chained = optax.chain(optax.sgd(LR),
-                        optax.masked(transforms.proximal(jr.L1(0.3), LR), mask))
+                        optax.masked(transforms.proximal(LR, jr.L1(0.3)), mask))
   for u_fused, u_chained in zip(run(fused, make_params(), steps=5)[0],
                                 run(chained, make_params(), steps=5)[0]):
     chex.assert_trees_all_close(u_fused, u_chained, rtol=1e-6, atol=1e-7)
@@ -472,7 +595,7 @@ def test_prox_sgd_with_where_equals_sgd_then_masked_proximal():
 @pytest.mark.parametrize("name", NAMES + ["proximal_schedule"])
 def test_states_are_namedtuples_of_arrays(name):
   if name == "proximal_schedule":
-    tx = transforms.proximal(jr.L1(0.1), optax.linear_schedule(0.1, 0.0, 10))
+    tx = transforms.proximal(optax.linear_schedule(0.1, 0.0, 10), jr.L1(0.1))
   else:
     tx = FACTORIES[name](jr.L1(0.1))
   params = make_params()
@@ -500,7 +623,7 @@ def test_update_without_params_raises_optax_message(name):
 
 @pytest.mark.parametrize("learning_rate", ["0.1", None, optax.sgd(0.1), [0.1], True])
 @pytest.mark.parametrize("make", [
-    lambda lr: transforms.proximal(jr.L1(0.1), lr),
+    lambda lr: transforms.proximal(lr, jr.L1(0.1)),
     lambda lr: transforms.prox_sgd(lr, jr.L1(0.1)),
     lambda lr: transforms.prox_adam(lr, jr.L1(0.1)),
 ], ids=["proximal", "prox_sgd", "prox_adam"])
@@ -511,7 +634,7 @@ def test_learning_rate_neither_a_float_nor_a_schedule_is_a_type_error(make, lear
 
 def test_learning_rate_checks():
   with pytest.raises(ValueError, match="learning_rate must be finite and >= 0, got -0.1"):
-    transforms.proximal(jr.L1(0.1), -0.1)
+    transforms.proximal(-0.1, jr.L1(0.1))
   with pytest.raises(ValueError, match="learning_rate must be a scalar"):
     transforms.prox_sgd(jnp.array([0.1, 0.2]), jr.L1(0.1))
   with pytest.raises(TypeError, match="order of the arguments"):

@@ -19,7 +19,7 @@ from sklearn import linear_model
 import jaxreg as jr
 from jaxreg import transforms
 
-# Its tests share a module fixture: under pytest-xdist they run in one worker.
+# Its tests share one fixture: under pytest-xdist they run in one worker.
 pytestmark = pytest.mark.xdist_group("sparse_regression")
 
 
@@ -65,7 +65,9 @@ def steps_to_gap(objective, best, gap):
   return int(np.argmax(reached)) + 1
 
 
-@pytest.fixture(scope="module")
+# Session scope: a worker that runs other modules between this one's tests
+# would tear a module fixture down and build it again.
+@pytest.fixture(scope="session")
 def lasso_runs():
   with jax.enable_x64(True):
     X, y = correlated_problem()
