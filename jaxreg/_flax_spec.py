@@ -213,6 +213,9 @@ over every entry and divided by the batch size ``a.shape[0]`` as Keras ≥ 3.14 
            'or ``"sum"``.', "batch_mean")),
     stream=None)
 
+NAMES = tuple(spec.name for spec in (*RANDOM, ACTIVITY_REGULARIZATION))
+"""The class name of every module the adapters generate, in the order they document."""
+
 
 def activity_measure(l1, l2, reduction: str) -> Callable[[jax.Array], jax.Array]:
   """``a -> penalty``: what an ``ActivityRegularization`` with these fields records.

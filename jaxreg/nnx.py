@@ -47,15 +47,10 @@ from jaxreg import _flax_spec
 from jaxreg.per_layer import declared
 from jaxreg.regularizers import Regularizer
 
+# The modules the specifications define, then what this adapter adds around them.
 __all__ = [
-    "Dropout",
-    "AlphaDropout",
-    "GaussianDropout",
-    "GaussianNoise",
-    "DropPath",
-    "DropBlock",
+    *_flax_spec.NAMES,
     "ActivityLoss",
-    "ActivityRegularization",
     "activity_loss",
     "REGULARIZER",
     "regularizer",

@@ -133,7 +133,7 @@ def test_proximal_after_adam_keeps_the_constraint_at_every_step():
   target = normal(8, (4, 3), 5.0)
   loss = lambda w: 0.5 * jnp.sum((w - target) ** 2)
   c = jr.UnitNorm()
-  tx = optax.chain(optax.adam(0.1), jr.transforms.proximal(c, 0.1))
+  tx = optax.chain(optax.adam(0.1), jr.transforms.proximal(0.1, c))
   w, state = jnp.ones((4, 3)), None
   state = tx.init(w)
   for _ in range(5):

@@ -462,8 +462,8 @@ def test_penalties_on_a_model_and_its_full_state_equal_those_on_its_params():
   stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
   assert sum((np.asarray(w) ** 2).sum() for w in jax.tree.leaves(stats)) > 1
   # prox of the full state: the same structure, the running statistics untouched.
-  chex.assert_trees_all_equal(nnx.to_pure_dict(proxed.filter(nnx.BatchStat)), stats)
-  chex.assert_trees_all_close(nnx.to_pure_dict(proxed.filter(nnx.Param)),
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.filter_state(proxed, nnx.BatchStat)), stats)
+  chex.assert_trees_all_close(nnx.to_pure_dict(nnx.filter_state(proxed, nnx.Param)),
                               jax.tree.map(lambda w: w / 1.1, p), rtol=1e-6)
   # Paths are the variables' own, without their ``value``.
   assert regs[2].selected(model) == regs[2].selected(nnx.state(model)) == {
