@@ -14,10 +14,10 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PIP) install -q -e ".[$*]"
 	touch $@
 
-# One pytest worker per core (pytest-xdist); a module whose tests share an expensive
-# fixture keeps them on one worker (its xdist_group mark).
+# One pytest worker per core (pytest-xdist); a run that several tests read is made once
+# for all workers (the once_per_session fixture in tests/conftest.py).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -n auto --dist loadgroup
+	$(PY) -m pytest -n auto
 
 demo: $(VENV)/.installed-examples
 	$(PY) examples/overfitting.py

@@ -2,6 +2,7 @@
 old module paths warn, and ``dir`` shows what a user may use and nothing private."""
 
 import importlib
+import pkgutil
 import subprocess
 import sys
 import types
@@ -63,7 +64,12 @@ MOVED = {
     "jaxreg.adaptive": ("jaxreg.transforms", [
         "FtrlState", "ProxAdagradState", "ftrl", "prox_adagrad"]),
 }
-PUBLIC_MODULES = [m for m in NAMES_BEFORE_THE_SPLIT if m != "jaxreg"] + ["jaxreg.stochastic"]
+# Every module whose dotted name has no part starting with "_" (but for the old paths
+# above, which forward to the new ones): each declares __all__.
+PUBLIC_MODULES = sorted(
+    info.name for info in pkgutil.walk_packages(jr.__path__, "jaxreg.")
+    if not any(part.startswith("_") for part in info.name.split("."))
+    and info.name not in MOVED)
 
 
 @pytest.mark.parametrize("module", list(NAMES_BEFORE_THE_SPLIT))

@@ -23,9 +23,6 @@ import pytest
 
 import cpu_devices
 
-# Its tests share one fixture: under pytest-xdist they run in one worker.
-pytestmark = pytest.mark.xdist_group("examples")
-
 SMOKE_ARGS = {
     # At its defaults: what it claims about the sharded run is claimed for those.
     "data_parallel.py": [],
@@ -53,20 +50,15 @@ class Run:
         process.returncode, process.stdout, process.stderr)
 
 
-# Session scope: a worker that runs other modules between this one's tests
-# would tear a module fixture down and build it again.
 @pytest.fixture(scope="session")
-def run(tmp_path_factory):
+def run(once_per_session, tmp_path_factory):
   """``run(script, args=None)``: the script's run with its smoke flags (or ``args``),
-  made once and shared by the tests that read it."""
-  runs = {}
+  made once per session and shared by the tests that read it."""
 
   def get(script: str, args: list[str] | None = None) -> Run:
     args = SMOKE_ARGS[script] if args is None else args
-    key = (script, tuple(args))
-    if key not in runs:
-      runs[key] = Run(script, args, tmp_path_factory.mktemp(script.removesuffix(".py")))
-    return runs[key]
+    make = lambda: Run(script, args, tmp_path_factory.mktemp(script.removesuffix(".py")))
+    return once_per_session(" ".join(["example", script, *args]).replace("/", "_"), make)
 
   return get
 

@@ -34,9 +34,6 @@ import cpu_devices
 import jaxreg as jr
 from jaxreg import transforms
 
-# Its tests share one fixture: under pytest-xdist they run in one worker.
-pytestmark = pytest.mark.xdist_group("multidevice")
-
 DEVICES = 8
 CHECKS = {}
 
@@ -331,15 +328,16 @@ def _main() -> None:
       print(f"{name}: FAILED\n{traceback.format_exc()}", flush=True)
 
 
-# Session scope: a worker that runs other modules between this one's tests
-# would tear a module fixture down and build it again.
-@pytest.fixture(scope="session")
-def eight_devices() -> str:
-  env = cpu_devices.environment(DEVICES)
-  result = subprocess.run([sys.executable, __file__], env=env, capture_output=True,
-                          text=True, timeout=600)
+def _run_every_check() -> str:
+  result = subprocess.run([sys.executable, __file__], env=cpu_devices.environment(DEVICES),
+                          capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
   return result.stdout
+
+
+@pytest.fixture(scope="session")
+def eight_devices(once_per_session) -> str:
+  return once_per_session("eight devices", _run_every_check)
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+__all__ = ["RESIDUALS", "as_residual", "check_residual", "pack", "residual_policy", "unpack"]
+
 RESIDUALS = ("recompute", "packed")
 _MASK_NAME = "jaxreg_packed_mask"
 

@@ -26,6 +26,8 @@ from jaxreg import _dtypes
 from jaxreg import _safe
 from jaxreg.masks import threshold
 
+__all__ = ["apply_keep", "exact_keep_prob", "scale_kept"]
+
 
 def apply_keep(x: jax.Array, mask: jax.Array, rate, *, mode: str = "inverted",
                exact: bool = False, mask_dtype=None, multiplier_dtype=None) -> jax.Array:

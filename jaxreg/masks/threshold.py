@@ -30,6 +30,8 @@ import numpy as np
 from jaxreg import _checks
 from jaxreg.masks import hashing
 
+__all__ = ["KeepMask", "keep_mask", "keep_probability", "mask_shape", "resolution_bits"]
+
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _NARROW_RESOLUTION_BITS = 16  # Dtypes of 16 bits or fewer: a word's top half.
 

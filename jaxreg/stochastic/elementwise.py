@@ -23,6 +23,8 @@ from jaxreg import _dtypes
 from jaxreg import masks
 from jaxreg.stochastic import _draws
 
+__all__ = ["drop_connect", "dropout", "dropout_mask"]
+
 _MODES = ("inverted", "classic")
 
 

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 
 from jaxreg import _checks
 
+__all__ = ["mc_predict"]
+
 
 def mc_predict(fn: Callable[..., Any], key, *args, num_samples: int):
   """Monte-Carlo dropout (Gal & Ghahramani, 2016): predictive mean and variance.

@@ -18,6 +18,8 @@ from jaxreg import _safe
 from jaxreg import masks
 from jaxreg.stochastic import _draws
 
+__all__ = ["alpha_dropout", "gaussian_dropout", "gaussian_noise"]
+
 # SELU's constants (Klambauer et al., 2017): selu(x) -> -scale·alpha as x -> -inf.
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805

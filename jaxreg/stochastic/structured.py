@@ -17,6 +17,8 @@ from jaxreg import masks
 from jaxreg.stochastic import _draws
 from jaxreg.stochastic.elementwise import dropout
 
+__all__ = ["drop_path", "drop_path_rates", "dropblock"]
+
 _PER = ("row", "batch")  # drop_path: what one draw drops
 _DATA_FORMATS = ("channels_last", "channels_first")
 

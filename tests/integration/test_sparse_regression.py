@@ -19,9 +19,6 @@ from sklearn import linear_model
 import jaxreg as jr
 from jaxreg import transforms
 
-# Its tests share one fixture: under pytest-xdist they run in one worker.
-pytestmark = pytest.mark.xdist_group("sparse_regression")
-
 
 def correlated_problem(n=100, d=30, k=5, rho=0.9, seed=0):
   """Features with correlation ``rho^|i-j|``: ill-conditioned, so ISTA is slow."""
@@ -65,9 +62,7 @@ def steps_to_gap(objective, best, gap):
   return int(np.argmax(reached)) + 1
 
 
-# Session scope: a worker that runs other modules between this one's tests
-# would tear a module fixture down and build it again.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session")  # Once per worker: a few seconds, not worth sharing.
 def lasso_runs():
   with jax.enable_x64(True):
     X, y = correlated_problem()
