@@ -19,6 +19,8 @@ from jaxreg import _sharding
 from jaxreg.attention import _dropout
 from jaxreg.attention import _scores
 
+__all__ = ["blockwise"]
+
 
 def _block(x, starts: dict[int, Any], sizes: dict[int, int]):
   """The block of ``x`` at ``starts`` (by axis) of ``sizes``; an axis of size 1 is

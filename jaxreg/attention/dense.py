@@ -14,6 +14,8 @@ from jaxreg import masks
 from jaxreg.attention import _dropout
 from jaxreg.attention import _scores
 
+__all__ = ["dense"]
+
 
 def dense(query, key, value, bias, mask, is_causal, dropout, residual, module,
           weights_dtype, qk_einsum, wv_einsum):

@@ -16,6 +16,8 @@ from jaxreg.attention import _dropout
 from jaxreg.attention import blockwise
 from jaxreg.attention import dense
 
+__all__ = ["IMPLEMENTATIONS", "dot_product_attention"]
+
 IMPLEMENTATIONS = ("dense", "blockwise")
 
 

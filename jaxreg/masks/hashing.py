@@ -97,6 +97,8 @@ import numpy as np
 
 from jaxreg import _checks
 
+__all__ = ["check_block", "hashed_words", "random_bits", "standard_normal"]
+
 _HASHABLE_SIZE = 2**32  # Indices (flat, or of a row and in it) must fit a uint32.
 
 
