@@ -75,6 +75,9 @@ FLAX_CASES = {
                            attn_weights_value_einsum=jnp.einsum),
     "rate set, deterministic": dict(dropout_rate=0.5),
 }
+# What the Pallas kernel refuses (tests/test_pallas_attention.py checks the errors): a
+# bias, a mask that varies along queries, custom einsums.
+PALLAS_REFUSES = {"bias", "causal float mask", "mask and bias", "custom einsums"}
 
 
 class FlaxEquivalenceTest(parameterized.TestCase):
@@ -85,6 +88,8 @@ class FlaxEquivalenceTest(parameterized.TestCase):
     q, k, v = qkv()
     want = nn.dot_product_attention(q, k, v, deterministic=True, **kwargs)
     for implementation in attention.IMPLEMENTATIONS:
+      if implementation == "pallas" and case in PALLAS_REFUSES:
+        continue
       got = jr.attention.dot_product_attention(q, k, v, deterministic=True,
                                                implementation=implementation,
                                                block_size=4, **kwargs)
@@ -194,7 +199,7 @@ def test_blockwise_equals_dense(case):
     return jit_once(run)
 
   (dense, dense_grads), (blockwise, blockwise_grads) = (
-      program(impl)(q, k, v, bias) for impl in attention.IMPLEMENTATIONS)
+      program(impl)(q, k, v, bias) for impl in ("dense", "blockwise"))
   np.testing.assert_allclose(blockwise, dense, atol=1e-5)
   for dense_grad, blockwise_grad in zip(jax.tree.leaves(dense_grads),
                                         jax.tree.leaves(blockwise_grads), strict=True):
@@ -202,7 +207,7 @@ def test_blockwise_equals_dense(case):
   # With one-hot values the output is the dropped weights: the masks agree exactly.
   eye = one_hot_values(v.shape)
   np.testing.assert_array_equal(*(np.asarray(program(impl)(q, k, eye, bias)[0]) == 0
-                                  for impl in attention.IMPLEMENTATIONS))
+                                  for impl in ("dense", "blockwise")))
   if kwargs.get("exact"):
     want = nn.dot_product_attention(q, k, v, bias, **{
         n: kwargs[n] for n in ("mask", "dropout_rng", "dropout_rate")})
@@ -252,7 +257,7 @@ def test_blockwise_bfloat16_and_forward_mode():
   kwargs = dict(dropout_rng=DROP_KEY, dropout_rate=RATE, is_causal=True, block_size=2)
   dense, blockwise = jit_once(lambda q, k, v: [
       jr.attention.dot_product_attention(q, k, v, implementation=impl, **kwargs)
-      for impl in attention.IMPLEMENTATIONS])(q, k, v)
+      for impl in ("dense", "blockwise")])(q, k, v)
   assert blockwise.dtype == dense.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.float32(blockwise), np.float32(dense), atol=3e-2)
   # Forward mode: the jvp along t is <grad, t>, the mask fixed by the key.

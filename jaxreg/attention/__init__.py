@@ -21,13 +21,15 @@ a keyed hash of each weight's global index, so
 * a block of the weights can draw exactly its own part of the mask. That is what lets
   ``implementation="blockwise"`` (key/value blocks with an online softmax, Milakov &
   Gimelshein, 2018; Rabe & Staats, 2021) apply the *same* dropout as the dense path
-  without ever forming the ``T×T`` weights.
+  without ever forming the ``T×T`` weights;
+* and lets ``implementation="pallas"`` (:mod:`~jaxreg.attention.pallas`) draw it
+  inside one fused flash-attention kernel, forward and backward, tile by tile.
 
 ``exact=True`` draws Flax's mask instead, ``jax.random.bernoulli(dropout_rng, 1 - p,
 shape)``, and scales as Flax does, so the dense path equals Flax bit for bit.
 
-One module per path: :mod:`~jaxreg.attention.dense` and
-:mod:`~jaxreg.attention.blockwise`, both called by
+One module per path: :mod:`~jaxreg.attention.dense`,
+:mod:`~jaxreg.attention.blockwise` and :mod:`~jaxreg.attention.pallas`, all called by
 :mod:`~jaxreg.attention.dot_product`, which checks the arguments.
 """
 

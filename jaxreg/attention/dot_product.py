@@ -1,6 +1,6 @@
 """The public entry point: :func:`dot_product_attention`, with Flax's signature and
 argument rules (einsum overrides, dtype promotion, shapes, grouped-query heads), which
-checks its input and hands it to the dense or the blockwise path."""
+checks its input and hands it to the dense, the blockwise or the Pallas path."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from jaxreg import masks
 from jaxreg.attention import _dropout
 from jaxreg.attention import blockwise
 from jaxreg.attention import dense
+from jaxreg.attention import pallas
 
 __all__ = ["IMPLEMENTATIONS", "dot_product_attention"]
 
-IMPLEMENTATIONS = ("dense", "blockwise")
+IMPLEMENTATIONS = ("dense", "blockwise", "pallas")
 
 
 def dot_product_attention(
@@ -71,9 +72,14 @@ def dot_product_attention(
       keeps ``O(batch·heads·q_length·depth)`` instead of ``O(batch·heads·q·k)``.
       Same mask, same values and gradients to rounding. A length that
       ``block_size`` does not divide is fine: the last block is moved back to end at
-      the last position, and the keys it repeats are excluded.
+      the last position, and the keys it repeats are excluded. ``"pallas"``: one
+      fused kernel (flash attention, :mod:`~jaxreg.attention.pallas`; Triton on a GPU,
+      interpret mode on CPU) with the same mask drawn inside it, forward and
+      backward. It takes no ``bias``, no custom einsums and no ``exact=True``, and of
+      masks only ``is_causal`` and a key mask (no query dim): anything else raises a
+      ``ValueError`` pointing to the other two.
     block_size: a positive int, the block length along queries and keys (clipped to
-      the lengths).
+      the lengths); a power of 2 for ``"pallas"``, whose tiles are at least 16.
 
   Returns:
     ``[batch..., q_length, num_heads, v_depth]``.
@@ -96,11 +102,6 @@ def dot_product_attention(
   query, key, value = _promote(query, key, value, dtype)
   dtype = query.dtype
   shape = _weights_shape(query, key, value)
-  # Grouped-query heads: query head h attends with key/value head h // group, as in
-  # flax.nnx.dot_product_attention.
-  group = query.shape[-2] // key.shape[-2]
-  if group > 1:
-    key, value = (_repeat_heads(x, group) for x in (key, value))
   bias = _broadcastable(bias, "bias", shape)
   mask = _broadcastable(mask, "mask", shape)
   if mask is not None:
@@ -117,18 +118,29 @@ def dot_product_attention(
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
   block_size = _checks.check_positive_int(block_size, "block_size")
+  if implementation == "pallas":
+    pallas.check_arguments(bias, mask, exact, block_size,
+                           custom_einsums=(einsum_dot_general, qk_attn_weights_einsum))
+  if module is not None and implementation != "dense":
+    raise ValueError(f"module= (Flax's sow_weights=True) needs implementation='dense': "
+                     f"the {implementation} path never forms the attention weights")
 
-  # Both paths scale the query first, as Flax does, so their logits agree bit for bit.
+  # Every path scales the query first, as Flax does, so their logits agree bit for bit.
   query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
   weights_dtype = jnp.float32 if force_fp32_for_softmax else dtype
   dropout = (_dropout.AttentionDropout(dropout_rng, rate, broadcast_dropout, exact, shape,
                                       weights_dtype) if drops else None)
+  if implementation == "pallas":  # Its programs read key/value head h // group.
+    return pallas.pallas(query, key, value, mask, is_causal, dropout, weights_dtype,
+                         block_size, precision)
+  # Grouped-query heads: query head h attends with key/value head h // group, as in
+  # flax.nnx.dot_product_attention.
+  group = query.shape[-2] // key.shape[-2]
+  if group > 1:
+    key, value = (_repeat_heads(x, group) for x in (key, value))
   if implementation == "dense":
     return dense.dense(query, key, value, bias, mask, is_causal, dropout, residual,
                        module, weights_dtype, qk_einsum, wv_einsum)
-  if module is not None:
-    raise ValueError("module= (Flax's sow_weights=True) needs implementation='dense': "
-                     "the blockwise path never forms the attention weights")
   return blockwise.blockwise(query, key, value, bias, mask, is_causal, dropout,
                              weights_dtype, block_size, qk_einsum, wv_einsum)
 

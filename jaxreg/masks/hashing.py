@@ -97,7 +97,8 @@ import numpy as np
 
 from jaxreg import _checks
 
-__all__ = ["check_block", "hashed_words", "random_bits", "standard_normal"]
+__all__ = ["check_block", "hashed_words", "random_bits", "seed_words", "standard_normal",
+           "words_at"]
 
 _HASHABLE_SIZE = 2**32  # Indices (flat, or of a row and in it) must fit a uint32.
 
@@ -125,24 +126,31 @@ def _keyed_hash(index: jax.Array, seed: jax.Array, top_half: bool = False) -> ja
   return _finalize((_finalize(x) + seed[1]) * multiplier, top_half) + x
 
 
-def _flat_index(shape: tuple[int, ...], start=None, block_shape=None) -> jax.Array:
-  """Row-major index in an array of ``shape`` of every element of the block of
-  ``block_shape`` at ``start`` (the whole array by default), as uint32, from
-  per-dimension iotas.
+def _coordinates(block_shape: tuple[int, ...], start=None) -> list[jax.Array]:
+  """Each dim's coordinate of the block of ``block_shape`` at ``start`` (the origin by
+  default), as uint32: one iota of the block's shape per dimension.
 
   One iota per dimension (rather than a reshaped 1-D iota) lets the SPMD partitioner
   give each shard its own global indices without moving data; ``start`` may be traced
   (a loop counter, ``lax.axis_index``), which is what lets a block or a shard draw
   exactly its own part of a larger mask.
   """
-  block_shape = shape if block_shape is None else block_shape
-  index = jnp.zeros(block_shape, jnp.uint32)
-  stride = 1
-  for dim in reversed(range(len(shape))):
+  coords = []
+  for dim in range(len(block_shape)):
     coord = jax.lax.broadcasted_iota(jnp.uint32, block_shape, dim)
     if start is not None:
       coord = coord + jnp.asarray(start[dim]).astype(jnp.uint32)
-    index = index + coord * jnp.uint32(stride)
+    coords.append(coord)
+  return coords
+
+
+def _flat_index(shape: tuple[int, ...], coords: Sequence) -> jax.Array:
+  """Row-major index in an array of ``shape`` of the elements at ``coords`` (one
+  integer array per dim, broadcasting against each other), as uint32."""
+  index = jnp.zeros((), jnp.uint32)
+  stride = 1
+  for dim in reversed(range(len(shape))):
+    index = index + jnp.asarray(coords[dim]).astype(jnp.uint32) * jnp.uint32(stride)
     stride *= shape[dim]
   return index
 
@@ -186,14 +194,56 @@ def hashed_words(key, shape: Sequence[int], start, block_shape, top_half: bool):
   blocked = block_shape is not None
   if blocked:
     start, block_shape = check_block(shape, start, block_shape)
-  split = _row_split(shape)
-  if split is None:
+  if _row_split(shape) is None:
     bits = jax.random.bits(key, shape, jnp.uint32)
     return jax.lax.dynamic_slice(bits, start, block_shape) if blocked else bits
+  coords = _coordinates(block_shape if blocked else shape, start)
+  return words_at(seed_words(key, shape), shape, coords, top_half)
+
+
+def seed_words(key, shape: Sequence[int]) -> jax.Array:
+  """The uint32 words the fast path draws from ``key`` (by threefry, once) for an
+  array of ``shape``: ``(s0, s1)`` when one uint32 index covers it, four (two per row
+  seed) when it is split into rows. ``ValueError`` for a shape with no such split,
+  whose bits are threefry's own (module docstring).
+
+  >>> import jax
+  >>> seed_words(jax.random.key(0), (4, 8)).shape, seed_words(jax.random.key(0), (4, 2**30)).shape
+  ((2,), (4,))
+  """
+  shape = tuple(int(n) for n in shape)
+  split = _row_split(shape)
+  if split is None:
+    raise ValueError(f"an array of shape {shape} has no split into rows of fewer than "
+                     "2^32 elements: its bits are threefry's, not a keyed hash")
+  return jax.random.bits(key, (2 if split == 0 else 4,), jnp.uint32)
+
+
+def words_at(seed, shape: Sequence[int], coords: Sequence, top_half: bool = False):
+  """The words of the elements at ``coords`` of an array of ``shape``, from
+  ``seed = seed_words(key, shape)``: :func:`hashed_words` at those elements, bit for
+  bit, for any ``coords`` (one integer array or scalar per dim, broadcasting against
+  each other: a kernel's tile, its program ids and two iotas).
+
+  Row seeds are hashed from the row index alone, so the arrays of coordinates along
+  the rows' dims may be smaller than the result (one row seed per batch entry and
+  head, not per element).
+
+  >>> import jax, jax.numpy as jnp, numpy as np
+  >>> key, shape = jax.random.key(0), (3, 5)
+  >>> rows, cols = jnp.arange(1, 3)[:, None], jnp.arange(2, 5)[None, :]
+  >>> tile = words_at(seed_words(key, shape), shape, (rows, cols))
+  >>> bool(np.array_equal(tile, random_bits(key, shape)[1:3, 2:5]))
+  True
+  """
+  shape = tuple(int(n) for n in shape)
+  split = _row_split(shape)
   if split == 0:
-    seed = jax.random.bits(key, (2,), jnp.uint32)
-    return _keyed_hash(_flat_index(shape, start, block_shape), seed, top_half)
-  return _keyed_hash_by_rows(key, shape, split, start, block_shape, top_half)
+    return _keyed_hash(_flat_index(shape, coords), seed, top_half)
+  rows = _flat_index(shape[:split], coords[:split])
+  row_seed = (_keyed_hash(rows, seed[:2]), _keyed_hash(rows, seed[2:]))
+  in_row = _flat_index(shape[split:], coords[split:])
+  return _keyed_hash(in_row, row_seed, top_half)  # Row seeds stay whole words.
 
 
 def _row_split(shape: tuple[int, ...]) -> int | None:
@@ -205,22 +255,6 @@ def _row_split(shape: tuple[int, ...]) -> int | None:
     return np.prod(dims, dtype=np.int64) < _HASHABLE_SIZE
   split = next(k for k in range(len(shape) + 1) if indexable(shape[k:]))
   return split if split == 0 or indexable(shape[:split]) else None
-
-
-def _keyed_hash_by_rows(key, shape, split, start, block_shape, top_half) -> jax.Array:
-  """The bits of an array of ``2^32`` elements or more, split at dim ``split``: row
-  ``r`` gets its own seed ``(h(r), h'(r))`` and its elements the hash of their index
-  in the row under it (module docstring)."""
-  blocked = block_shape is not None
-  block_shape = block_shape if blocked else shape
-  start = start if blocked else (0,) * len(shape)
-  rows_shape = block_shape[:split] + (1,) * (len(shape) - split)
-  rows = _flat_index(shape[:split], start[:split], block_shape[:split])
-  rows = rows.reshape(rows_shape)
-  words = jax.random.bits(key, (4,), jnp.uint32)
-  row_seed = (_keyed_hash(rows, words[:2]), _keyed_hash(rows, words[2:]))
-  in_row = _flat_index(shape[split:], start[split:], block_shape[split:])
-  return _keyed_hash(in_row, row_seed, top_half)  # Row seeds stay whole words.
 
 
 def standard_normal(key, shape: Sequence[int], dtype) -> jax.Array:
