@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxreg.attention import _scores
 from jaxreg.masks import hashing
+from jaxreg.masks import threshold
 
 SEED_WORDS = 4  # The most words hashing.seed_words draws; the threshold follows them.
 
@@ -94,9 +95,8 @@ def _keep_bits(config: Config, coords, shape, words_ref, q_start, k_start):
   coords = [jnp.asarray(c).astype(jnp.uint32) for c in coords]
   seed = tuple(words_ref[i] for i in range(SEED_WORDS))
   bits = config.mask_bits
-  # keep_mask's threshold on its words: 16-bit ones for 16-bit weights.
-  hashed = hashing.words_at(seed, config.mask_shape, coords, top_half=bits <= 16)
-  return (hashed >> (32 - bits)) < words_ref[SEED_WORDS]
+  hashed = hashing.words_at(seed, config.mask_shape, coords, top_half=threshold.top_half(bits))
+  return threshold.kept(hashed, words_ref[SEED_WORDS], bits)
 
 
 def _dropped(x, kept, scale_ref):

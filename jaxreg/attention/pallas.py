@@ -56,6 +56,7 @@ from jaxreg import _dtypes
 from jaxreg import masks
 from jaxreg.attention import _flash_kernels as kernels
 from jaxreg.masks import hashing
+from jaxreg.masks import threshold
 
 __all__ = ["check_arguments", "pallas"]
 
@@ -152,8 +153,7 @@ def _dropout_parameters(dropout, config: kernels.Config):
   them (uint32), and the scale ``1/q`` in the statistics' dtype."""
   seed = hashing.seed_words(dropout.rng, config.mask_shape)
   keep_prob = masks.keep_probability(dropout.rate, dropout.dtype)
-  # keep_mask's threshold: q·2^bits is exact, an integer in float32.
-  level = (jnp.asarray(keep_prob, jnp.float32) * 2**config.mask_bits).astype(jnp.uint32)
+  level = threshold.keep_level(keep_prob, config.mask_bits)
   # Eight words (Triton's blocks are powers of two): the seed, zeros, the threshold.
   zero = jnp.zeros((), jnp.uint32)
   words = jnp.stack([*seed, *[zero] * (kernels.SEED_WORDS - seed.size), level, *[zero] * 3])

@@ -30,7 +30,8 @@ import numpy as np
 from jaxreg import _checks
 from jaxreg.masks import hashing
 
-__all__ = ["KeepMask", "keep_mask", "keep_probability", "mask_shape", "resolution_bits"]
+__all__ = ["KeepMask", "keep_level", "keep_mask", "keep_probability", "kept", "mask_shape",
+           "resolution_bits", "top_half"]
 
 _RESOLUTION_BITS = 24  # The most a float32 keep probability can resolve exactly.
 _NARROW_RESOLUTION_BITS = 16  # Dtypes of 16 bits or fewer: a word's top half.
@@ -143,10 +144,36 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
       mask = jax.lax.dynamic_slice(mask, start, block_shape)
     return KeepMask(mask, keep)
   keep = jnp.asarray(keep_probability(rate, dtype), jnp.float32)
-  level = (keep * 2**bits).astype(jnp.uint32)  # Exact: keep is a multiple of 2^-bits.
-  words = hashing.hashed_words(key, shape, start, block_shape,
-                               top_half=bits <= _NARROW_RESOLUTION_BITS)
-  return KeepMask((words >> (32 - bits)) < level, keep)
+  words = hashing.hashed_words(key, shape, start, block_shape, top_half=top_half(bits))
+  return KeepMask(kept(words, keep_level(keep, bits), bits), keep)
+
+
+def top_half(bits: int) -> bool:
+  """Whether masks of ``bits`` bits are decided on the top half of each hashed word
+  (16 bits or fewer: the hash skips its last step)."""
+  return bits <= _NARROW_RESOLUTION_BITS
+
+
+def keep_level(keep_prob, bits: int) -> jax.Array:
+  r"""The threshold :math:`q\cdot 2^{b}` as a uint32: exact, since ``keep_prob`` (from
+  :func:`keep_probability`) is a multiple of :math:`2^{-b}`.
+
+  >>> keep_level(0.75, 16)
+  Array(49152, dtype=uint32)
+  """
+  return (jnp.asarray(keep_prob, jnp.float32) * 2**bits).astype(jnp.uint32)
+
+
+def kept(words, level, bits: int) -> jax.Array:
+  """The keep bits: ``True`` where a word's top ``bits`` bits are below ``level``
+  (:func:`keep_level`), which happens with probability exactly ``level / 2^bits``.
+  :func:`keep_mask` and the Pallas attention kernel decide every mask here.
+
+  >>> import jax.numpy as jnp
+  >>> kept(jnp.array([0, 2**31], jnp.uint32), keep_level(0.5, 24), 24)
+  Array([ True, False], dtype=bool)
+  """
+  return (words >> (32 - bits)) < level
 
 
 def keep_probability(rate, dtype=None):
