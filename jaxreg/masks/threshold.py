@@ -150,7 +150,11 @@ def keep_mask(key, shape: Sequence[int], rate, *, broadcast_dims: Sequence[int] 
 
 def top_half(bits: int) -> bool:
   """Whether masks of ``bits`` bits are decided on the top half of each hashed word
-  (16 bits or fewer: the hash skips its last step)."""
+  (16 bits or fewer: the hash skips its last step).
+
+  >>> top_half(resolution_bits(jnp.bfloat16)), top_half(resolution_bits(jnp.float32))
+  (True, False)
+  """
   return bits <= _NARROW_RESOLUTION_BITS
 
 
