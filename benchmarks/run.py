@@ -21,6 +21,7 @@ from benchmarks import cv_bench
 from benchmarks import dropout_bench
 from benchmarks import half_bench
 from benchmarks import memory_bench
+from benchmarks import paths_bench
 from benchmarks import penalty_bench
 from benchmarks import plot
 from benchmarks import report
@@ -34,7 +35,7 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 # Benchmarks with a table of their own: each module has ``run(quick: bool, log) ->
 # result`` and ``result.section() -> list[str]`` (Markdown lines) and
 # ``result.targets() -> list[targets.Target]``. They run after the core tables, in order.
-SUITES = (half_bench, sharding_bench, cv_bench, attention_bench)
+SUITES = (half_bench, sharding_bench, cv_bench, attention_bench, paths_bench)
 
 
 @dataclasses.dataclass(frozen=True)

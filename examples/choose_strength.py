@@ -8,9 +8,9 @@
    ``jr.dropout``. The chosen point is then trained on the whole training split and
    its test accuracy printed beside no regularization and Keras-style defaults
    (``l2(0.01)``, dropout 0.5).
-2. Diabetes Lasso. α is chosen on scikit-learn's grid by the same
-   ``cross_validate``, with a fit that centers X and y with each training fold's means
-   (``LassoCV(fit_intercept=True)``), on the same 5 folds as ``LassoCV(cv=KFold(5))``;
+2. Diabetes Lasso. α is chosen on scikit-learn's grid by ``jaxreg.cv.lasso_cv`` (one
+   warm-started path per fold, each training fold centered on its means, as
+   ``LassoCV(fit_intercept=True)``), on the same 5 folds as ``LassoCV(cv=KFold(5))``;
    both choices are printed side by side, with the one-standard-error choice (glmnet's
    ``lambda.1se``: the largest α whose mean error is within one standard error of the
    best). ``<out>/choose_strength.png`` plots the CV curve, mean ± standard error,
@@ -136,43 +136,26 @@ def choose_digits(args) -> None:
     print(f"{name:<22}{strength:>8.0e}{drop:>6.2f}{accuracy(trained, test):>15.4f}")
 
 
-def centered_lasso_fit(alpha, key, data, weights):
-  """``LassoCV(fit_intercept=True)`` on one fold: center with the training rows' means."""
-  X, y = data
-  x_mean, y_mean = weights @ X / weights.sum(), weights @ y / weights.sum()
-  _, coef = cv.lasso_path(X - x_mean, y - y_mean, alphas=alpha[None], weights=weights,
-                          tol=1e-10, max_iter=100_000)
-  return coef[:, 0], y_mean - x_mean @ coef[:, 0]
-
-
-def held_out_mse(params, data, weights):
-  (coef, intercept), (X, y) = params, data
-  return weights @ (X @ coef + intercept - y) ** 2 / weights.sum()
-
-
 def choose_lasso(args) -> None:
   X, y = datasets.load_diabetes(return_X_y=True)
   with jax.enable_x64(True):
-    top = float(cv.alpha_max(X - X.mean(0), y - y.mean()))
-    alphas = jnp.asarray(np.geomspace(top, 1e-3 * top, args.alphas))
-    result = cv.cross_validate(centered_lasso_fit, held_out_mse, (X, y), alphas,
-                               folds=cv.kfold(len(y), args.folds),
-                               regularization=lambda alpha: alpha)
+    result = cv.lasso_cv(X, y, alphas=args.alphas, folds=args.folds, tol=1e-10,
+                         max_iter=100_000)
     lasso_cv = linear_model.LassoCV(alphas=args.alphas, cv=model_selection.KFold(args.folds),
                                     tol=1e-10, max_iter=100_000).fit(X, y)
-    mean, stderr = np.asarray(result.mean), np.asarray(result.stderr)
-    best, one_se = float(result.best), float(result.one_se)
+    alphas, mean = np.asarray(result.alphas), np.asarray(result.mean)
+    stderr = np.asarray(result.stderr)
+    best, one_se = float(result.alpha), float(result.alpha_one_se)
   print(f"\ndiabetes Lasso, {args.alphas} alphas x {args.folds} folds (float64):")
   print(f"{'':<28}{'alpha':>10}{'CV MSE':>10}")
-  i, j = int(result.best_index), int(result.one_se_index)
-  print(f"{'jaxreg best':<28}{best:>10.4g}{mean[i]:>10.1f}")
-  print(f"{'jaxreg one-SE':<28}{one_se:>10.4g}{mean[j]:>10.1f}")
+  print(f"{'jaxreg best':<28}{best:>10.4g}{mean.min():>10.1f}")
+  print(f"{'jaxreg one-SE':<28}{one_se:>10.4g}{mean[alphas == one_se][0]:>10.1f}")
   print(f"{'sklearn LassoCV (same folds)':<28}{lasso_cv.alpha_:>10.4g}"
         f"{lasso_cv.mse_path_.mean(1).min():>10.1f}")
   difference = np.max(np.abs(mean / lasso_cv.mse_path_.mean(1) - 1))
   print(f"largest relative difference of the CV curves: {difference:.1e}")
   path = args.out / "choose_strength.png"
-  plot(np.asarray(alphas), mean, stderr, best, one_se, lasso_cv.alpha_, args.folds, path)
+  plot(alphas, mean, stderr, best, one_se, lasso_cv.alpha_, args.folds, path)
   print(f"wrote {path}")
 
 

@@ -124,6 +124,15 @@ def check_positive_int(value, name: str, *, allow_none: bool = False):
   return int(value)
 
 
+def check_bool(value, name: str) -> bool:
+  """A switch: Python's (or NumPy's) ``True`` or ``False``. Anything else (``1``,
+  ``"yes"``, an array) raises ``TypeError`` naming the argument, rather than being read
+  by its truth."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+  return bool(value)
+
+
 def check_axes(axis, name: str = "axis") -> tuple[int, ...]:
   """An int or a non-empty tuple (or list, as Keras takes) of ints, as a tuple."""
   axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)

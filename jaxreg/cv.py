@@ -5,7 +5,8 @@ trains as **one** compiled program: :func:`cross_validate` expresses each fold a
 row weights, so every (grid point, fold) pair has the same shapes and all of them run
 under one ``jax.vmap`` (in chunks of ``batch_size`` with ``jax.lax.map`` when memory
 requires). :func:`lasso_path` and :func:`alpha_max` (from :mod:`jaxreg.paths`) give the
-warm-started path of the Lasso and the elastic net on scikit-learn's objective and grid.
+warm-started path of the Lasso and the elastic net on scikit-learn's objective and grid,
+and :func:`lasso_cv` cross-validates it in one call, as scikit-learn's ``LassoCV``.
 
 Choosing from the curve (as glmnet does): ``best`` minimizes the mean held-out loss over
 the folds; the one-standard-error choice ``one_se`` is the most regularized point whose
@@ -23,7 +24,6 @@ Array([0, 0, 0, 1, 1], dtype=int32)
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax
@@ -31,6 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _checks
+from jaxreg import _folds
+from jaxreg._folds import kfold
+from jaxreg._lasso_cv import LassoCVResult
+from jaxreg._lasso_cv import lasso_cv
 # Public here too (``cv.alpha_max``, ``cv.lasso_path``): a path is what CV chooses from.
 from jaxreg.paths import alpha_max
 from jaxreg.paths import lasso_path
@@ -41,60 +45,9 @@ __all__ = [
     "CVResult",
     "alpha_max",
     "lasso_path",
+    "lasso_cv",
+    "LassoCVResult",
 ]
-
-
-def _check_folds(n: int, folds) -> int:
-  if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
-    raise TypeError(f"folds must be an int or an array of fold ids, got {folds!r}")
-  if folds < 2:
-    raise ValueError(f"folds must be >= 2, got {folds}")
-  if folds > n:
-    raise ValueError(f"folds must be <= the number of rows ({n}), got {folds}")
-  return int(folds)
-
-
-def kfold(n: int, folds: int, *, key=None, stratify=None) -> jax.Array:
-  """Fold ids ``(n,)`` in ``0 .. folds - 1``: which held-out fold each row belongs to.
-
-  * no ``key``, no ``stratify``: contiguous blocks, the first ``n % folds`` of them one
-    row longer, as scikit-learn's ``KFold(shuffle=False)``;
-  * ``key``: the same block sizes, rows assigned at random;
-  * ``stratify`` (labels ``(n,)``): rows are sorted by label (in random order within a
-    label when a key is given) and dealt to the folds in turn, so each fold holds every
-    label in proportion and fold sizes differ by at most one.
-
-  >>> kfold(7, 3)
-  Array([0, 0, 0, 1, 1, 2, 2], dtype=int32)
-  >>> kfold(6, 2, stratify=jnp.array([0, 1, 0, 1, 0, 1]))
-  Array([0, 1, 1, 0, 0, 1], dtype=int32)
-  """
-  folds = _check_folds(n, folds)
-  if key is not None:
-    # Typed before the jitted dealing: raw key data is read under the default PRNG
-    # implementation when it is traced, and a compiled dealing would keep that reading.
-    key = _checks.check_key(key)
-    key = jax.random.wrap_key_data(key) if _checks.is_raw_key(key) else key
-  if stratify is not None and jnp.shape(stratify) != (n,):
-    raise ValueError(f"stratify must have shape ({n},), got {jnp.shape(stratify)}")
-  if key is None and stratify is None:
-    return jnp.asarray(_block_ids(n, folds))
-  return _dealt_folds(key, stratify, n, folds)
-
-
-def _block_ids(n: int, folds: int) -> np.ndarray:
-  sizes = np.full(folds, n // folds)
-  sizes[:n % folds] += 1
-  return np.repeat(np.arange(folds, dtype=np.int32), sizes)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _dealt_folds(key, labels, n, folds):
-  if labels is None:
-    return jax.random.permutation(key, _block_ids(n, folds))
-  order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
-  order = order[jnp.argsort(jnp.asarray(labels)[order], stable=True)]
-  return jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32) % folds)
 
 
 @jax.tree_util.register_dataclass
@@ -165,24 +118,6 @@ def _rows(data) -> int:
   return lengths.pop()
 
 
-def _fold_ids(folds, n: int) -> tuple[jax.Array, int]:
-  if not hasattr(folds, "shape"):
-    folds = _check_folds(n, folds)
-    return kfold(n, folds), folds
-  if isinstance(folds, jax.core.Tracer):
-    raise ValueError("fold ids must be concrete, not traced: the number of folds sets "
-                     "the shapes of the program")
-  ids = jnp.asarray(folds)
-  if ids.shape != (n,) or not jnp.issubdtype(ids.dtype, jnp.integer):
-    raise ValueError(f"folds as fold ids must be integers of shape ({n},) (one per row), "
-                     f"got {ids.dtype}{list(ids.shape)}")
-  present = np.unique(np.asarray(ids))
-  count = _check_folds(n, len(present))
-  if not np.array_equal(present, np.arange(count)):
-    raise ValueError(f"fold ids must be 0 .. k-1 with every fold present, got {present}")
-  return ids, count
-
-
 def _amounts(regularization, grid, size: int):
   if regularization is None:
     return None
@@ -201,7 +136,8 @@ def _all_finite(tree) -> jax.Array:
 
 
 def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=None,
-                   batch_size: int | None = None, regularization=None) -> CVResult:
+                   batch_size: int | None = None, regularization=None,
+                   path: bool = False) -> CVResult:
   r"""K-fold cross-validation of every grid point, all (point, fold) pairs in one vmap.
 
   Args:
@@ -226,6 +162,9 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
     regularization: what "more regularized" means for the one-standard-error choice: a
       function of one grid point returning a scalar, larger = more regularized (for a
       strength, ``lambda h: h``), or an array ``(points,)`` of such amounts.
+    path: ``fit`` trains the whole grid at once, as a warm-started path does: it gets
+      the whole grid (leaves with their leading axis), and ``score`` returns one loss
+      per grid point, a vector ``(points,)``. ``batch_size`` then counts folds.
 
   A pair whose params or loss is not finite marks its point failed: not chosen, NaN in
   ``mean``. If every point fails, ``ValueError``. A grid point that could only train as
@@ -251,7 +190,7 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
   data, grid = jax.tree.map(jnp.asarray, data), jax.tree.map(jnp.asarray, grid)
   n = _rows(data)
   size = _grid_size(grid)
-  fold_ids, count = _fold_ids(folds, n)
+  fold_ids, count = _folds.fold_ids(folds, n)
   amounts = _amounts(regularization, grid, size)
   batch_size = _checks.check_positive_int(batch_size, "batch_size", allow_none=True)
   key = None if key is None else _checks.check_key(key)
@@ -260,12 +199,17 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
             for path, _ in jax.tree_util.tree_leaves_with_path(grid)]
   _check_no_nan(grid, labels)
 
+  path = _checks.check_bool(path, "path")
+  loss_shape = (size,) if path else ()
+
   def one(hparams, fold, fold_key, data, fold_ids):
     train = (fold_ids != fold).astype(weight_dtype)
     params = fit(hparams, fold_key, data, train)
     loss = score(params, data, 1 - train)
-    if jnp.ndim(loss) != 0:
-      raise ValueError(f"score must return a scalar, got shape {jnp.shape(loss)}")
+    if jnp.shape(loss) != loss_shape:
+      wanted = f"a vector of {size} losses (path=True)" if path else "a scalar"
+      raise ValueError(f"score must return {wanted}, got shape {jnp.shape(loss)}")
+    # A path's params cover every point: one that is not finite fails them all.
     ok = _all_finite(params) & jnp.isfinite(loss)
     return jnp.where(ok, loss, jnp.nan), ~ok
 
@@ -286,6 +230,9 @@ def cross_validate(fit: Callable, score: Callable, data, grid, *, folds, key=Non
         return jax.vmap(fn)((folds, fold_keys))
       return jax.lax.map(fn, (folds, fold_keys), batch_size=batch_size)
 
+    if path:  # (folds, points) from one fit per fold
+      losses, bad = point(grid)
+      return losses.T, bad.T.any(axis=1)
     if batch_size is None:
       losses, bad = jax.vmap(point)(grid)
     else:

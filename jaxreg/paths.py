@@ -2,11 +2,12 @@ r"""Regularization paths of the Lasso and the elastic net, on scikit-learn's obj
 
 :func:`alpha_max` is the least strength at which every coefficient is 0, and
 :func:`lasso_path` solves the problem for a decreasing grid of strengths from there,
-each solution warm-starting the next, by FISTA with the proximal step
-:func:`jaxreg.prox.elastic_net`. Objective, grid, tolerance and output layout are
-scikit-learn's (``sklearn.linear_model.lasso_path`` / ``enet_path``), so the two can be
-compared point by point; :mod:`jaxreg.cv` re-exports both, beside the cross-validation
-that chooses a point of the path.
+each solution warm-starting the next, by coordinate descent on working sets with
+gap-safe screening (the solver is described in ``jaxreg/_working_set.py``). Objective,
+grid, tolerance and output layout are scikit-learn's (``sklearn.linear_model.lasso_path``
+/ ``enet_path``), so the two can be compared point by point; :mod:`jaxreg.cv`
+re-exports both, beside the cross-validation that chooses a point of the path
+(:func:`jaxreg.cv.lasso_cv`).
 
 >>> import jax.numpy as jnp
 >>> X = jnp.array([[1.0, 0.0], [0.0, 2.0]]); y = jnp.array([1.0, 1.0])
@@ -16,7 +17,9 @@ that chooses a point of the path.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 import warnings
 
 import jax
@@ -26,7 +29,7 @@ import numpy as np
 from jaxreg import _checks
 from jaxreg import _dtypes
 from jaxreg import _sharding
-from jaxreg import prox as _prox
+from jaxreg import _working_set
 
 __all__ = ["alpha_max", "lasso_path"]
 
@@ -84,33 +87,42 @@ def _weighted(X, y, weights):
   return X * root[:, None], y * root, weights.sum()
 
 
-def _alpha_max(X, y, n, l1_ratio):
-  return jnp.max(jnp.abs(X.T @ y)) / (n * l1_ratio)
+def _alpha_max(X, y, n, l1_ratio, positive: bool):
+  correlations = X.T @ y
+  # With positive, a negative correlation never lets its coefficient off 0.
+  top = (jnp.maximum(jnp.max(correlations), 0) if positive
+         else jnp.max(jnp.abs(correlations)))
+  return top / (n * l1_ratio)
 
 
-@jax.jit
-def _weighted_alpha_max(X, y, weights, l1_ratio):
-  return _alpha_max(*_weighted(X, y, weights), l1_ratio)
+@functools.partial(jax.jit, static_argnames="positive")
+def _weighted_alpha_max(X, y, weights, l1_ratio, positive: bool):
+  return _alpha_max(*_weighted(X, y, weights), l1_ratio, positive)
 
 
-def alpha_max(X, y, *, l1_ratio=1.0, weights=None) -> jax.Array:
+def alpha_max(X, y, *, l1_ratio=1.0, weights=None, positive=False) -> jax.Array:
   r"""The least :math:`\alpha` at which every coefficient of the elastic net is 0.
 
   :math:`\alpha_{max} = \lVert X^\top W y\rVert_\infty / (\rho\sum_i w_i)`,
-  :math:`W = \mathrm{diag}(w)` (all ones without ``weights``): the first point of
-  scikit-learn's grid. No centering is done; for a model with an intercept pass
+  :math:`W = \mathrm{diag}(w)` (all ones without ``weights``); with ``positive``
+  (coefficients ≥ 0) the largest of :math:`X^\top W y` instead, or 0: the first point
+  of scikit-learn's grid. No centering is done; for a model with an intercept pass
   centered ``X`` and ``y`` (``LassoCV``'s grid is this on the centered data).
 
   >>> import jax.numpy as jnp
   >>> float(alpha_max(jnp.array([[1.0, 0.0], [0.0, 2.0]]), jnp.array([1.0, 1.0])))
   1.0
+  >>> float(alpha_max(jnp.eye(2), jnp.array([1.0, -2.0]), positive=True))
+  0.5
   """
   X, y, weights = _check_xy(X, y, weights)
-  return _weighted_alpha_max(X, y, weights, _check_l1_ratio(l1_ratio, grid=True))
+  return _weighted_alpha_max(X, y, weights, _check_l1_ratio(l1_ratio, grid=True),
+                             _checks.check_bool(positive, "positive"))
 
 
-def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=10_000,
-               weights=None) -> tuple[jax.Array, jax.Array]:
+def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1000,
+               weights=None, positive=False, working_set=None
+               ) -> tuple[jax.Array, jax.Array]:
   r"""The Lasso / elastic-net path, warm-started from the largest :math:`\alpha` down.
 
   At each :math:`\alpha` it minimizes scikit-learn's objective
@@ -119,14 +131,25 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
     \frac{1}{2\sum_i w_i}\sum_i w_i (y_i - x_i^\top\beta)^2 + \alpha\rho\lVert\beta\rVert_1
     + \frac{\alpha(1-\rho)}{2}\lVert\beta\rVert_2^2
 
-  (``ρ = l1_ratio``, ``w`` = ``weights``, all ones by default: ``1/(2n)‖y − Xβ‖²``) by
-  FISTA with adaptive restart (O'Donoghue & Candès, 2015), step ``1/L`` with ``L`` the
-  largest eigenvalue of :math:`X^\top W X / \sum w` (by power iteration, raised by
-  1%), each point started from the previous solution, the proximal step
-  :func:`jaxreg.prox.elastic_net`. It stops when
-  scikit-learn's duality gap is below ``tol·‖y‖²`` (its ``tol`` means the same) or
-  after ``max_iter`` steps; on concrete inputs a point that did not converge warns.
-  In float32 the gap cannot be resolved much below ``1e-6·‖y‖²``.
+  (``ρ = l1_ratio``, ``w`` = ``weights``, all ones by default: ``1/(2n)‖y − Xβ‖²``),
+  each point started from the previous solution. At each point, in rounds: the
+  correlations of all features give scikit-learn's duality gap; features that
+  gap-safe screening proves 0 are set to 0; cyclic coordinate descent (with Anderson
+  extrapolation every 3 to 5 epochs) runs on a working set of the non-zero features
+  and the likeliest to enter, twice as many, until the set's own gap is small. With at least as
+  many rows as features it works on the Gram matrix ``XᵀX`` (see ``_working_set.py``
+  for the exact rule). It stops when scikit-learn's duality gap is at most
+  ``tol·‖y‖²`` (its ``tol`` means the same) and, as in scikit-learn, the last epoch
+  moved no coefficient by more than ``tol`` times the largest; a warm start is kept as
+  it is only when its gap is at most 0.3 times the limit. ``max_iter`` bounds the epochs
+  at each point (each epoch visits every feature of the working set); on concrete
+  inputs a point that did not converge warns. In float32 the gap cannot be resolved
+  much below ``1e-6·‖y‖²``, and coefficient steps under 1e-5 of the largest count as
+  settled (rounding noise).
+
+  ``positive=True`` keeps every coefficient ≥ 0 (scikit-learn's ``positive``).
+  ``working_set``: the size of the first working set at each point (celer's ``p0``,
+  default ``min(16, n_features)``); more than the number of features is an error.
 
   ``alphas``: an int, the number of points of scikit-learn's grid, geometric from
   :func:`alpha_max` down to ``eps·alpha_max``, or an array of strengths (sorted
@@ -144,10 +167,39 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
   (Array([1. , 0.1], dtype=float32), (2, 2), True)
   """
   X, y, weights = _check_xy(X, y, weights)
+  settings = _check_settings(X, alphas=alphas, eps=eps, l1_ratio=l1_ratio, tol=tol,
+                             max_iter=max_iter, positive=positive,
+                             working_set=working_set)
+  alphas, coefs, gaps, limit = _path(X, y, weights, settings)
+  _warn_unconverged("lasso_path", alphas, gaps, limit, settings.max_iter)
+  return alphas, coefs.T
+
+
+@functools.partial(jax.tree_util.register_dataclass, meta_fields=("count", "positive"),
+                   data_fields=("alphas", "eps", "l1_ratio", "tol", "max_iter",
+                                "working_set"))
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+  """The checked arguments of a path (shared with :func:`jaxreg.cv.lasso_cv`): a pytree
+  whose count and sign constraint shape the program, the rest traced."""
+  alphas: jax.Array | None  # None: scikit-learn's grid of ``count`` points
+  count: int | None
+  eps: Any
+  l1_ratio: Any
+  tol: Any
+  max_iter: Any
+  working_set: Any
+  positive: bool
+
+
+def _check_settings(X, *, alphas, eps, l1_ratio, tol, max_iter, positive,
+                    working_set) -> _Settings:
   grid = isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool)
   l1_ratio = _check_l1_ratio(l1_ratio, grid=grid)
   max_iter = _checks.check_positive_int(max_iter, "max_iter")
   tol = _checks.check_nonnegative(tol, "tol")
+  positive = _checks.check_bool(positive, "positive")
+  working_set = _check_working_set(working_set, X.shape[1])
   count = None
   if grid:
     if alphas < 1:
@@ -160,105 +212,57 @@ def lasso_path(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, tol=1e-4, max_iter=1
     if jnp.ndim(alphas) != 1 or jnp.size(alphas) == 0:
       raise ValueError(f"alphas must be an int or a non-empty 1-D array, got shape "
                        f"{jnp.shape(alphas)}")
-  alphas, coefs, gaps, limit = _path(X, y, weights, alphas, count, eps, l1_ratio, tol,
-                                     max_iter)
+  return _Settings(alphas, count, eps, l1_ratio, tol, max_iter, working_set, positive)
+
+
+
+def _check_working_set(size, features: int) -> int:
+  """The first working set's size (celer's ``p0``): at most the number of features,
+  since a larger set would hold columns the problem does not have."""
+  if size is None:
+    return min(_working_set.SMALLEST_SET, features)
+  size = _checks.check_positive_int(size, "working_set")
+  if size > features:
+    raise ValueError(f"working_set={size} exceeds the problem's {features} features")
+  return size
+
+
+def _warn_unconverged(caller: str, alphas, gaps, limit, max_iter: int) -> None:
+  """A ``RuntimeWarning`` naming the alphas whose gap is above the limit (on concrete
+  values; traced ones cannot be read)."""
   if _is_concrete(gaps, limit):
     stuck = np.asarray(gaps) > np.asarray(limit)
     if stuck.any():
-      warnings.warn(f"lasso_path did not converge in max_iter={max_iter} steps at alphas "
-                    f"{np.asarray(alphas)[stuck]}; raise max_iter or tol", RuntimeWarning,
-                    stacklevel=2)
-  return alphas, coefs.T
+      warnings.warn(f"{caller} did not converge in max_iter={max_iter} epochs at alphas "
+                    f"{np.unique(np.asarray(alphas)[stuck])[::-1]}; raise max_iter or tol",
+                    RuntimeWarning, stacklevel=3)
 
 
-# Power iteration stops when the estimate moves by less than this, relatively; the
-# estimate is then raised by _EIGENVALUE_MARGIN, as it approaches the eigenvalue from below.
-_EIGENVALUE_RTOL = 1e-6
-_EIGENVALUE_MARGIN = 1.01
+def _grid(X, y, n, settings: _Settings):
+  """The alphas, descending: scikit-learn's grid (``_alpha_grid``, its floor included)
+  from ``X`` and ``y`` (centered by the caller for an intercept), or the given ones."""
+  if settings.alphas is not None:
+    return jnp.sort(jnp.asarray(settings.alphas, X.dtype))[::-1]
+  top = _alpha_max(X, y, n, settings.l1_ratio, settings.positive)
+  steps = jnp.linspace(0, 1, settings.count, dtype=X.dtype)
+  grid = top * jnp.power(jnp.asarray(settings.eps, X.dtype), steps)
+  return jnp.where(top <= _ALPHA_FLOOR, _ALPHA_FLOOR, grid)
 
 
-def _largest_eigenvalue(gram, max_steps: int = 1000):
-  """The largest eigenvalue of a symmetric positive semi-definite ``gram``, by power
-  iteration from a fixed pseudo-random start, raised by 1%: an upper bound in practice,
-  for a step ``1/L`` that FISTA can take. Unlike ``eigvalsh`` it needs no solver library
-  (no custom call on GPU) and costs one matrix-vector product per step."""
-  v = jax.random.normal(jax.random.key(0), gram.shape[:1], gram.dtype)
-
-  def step(state):
-    v, estimate, _, k = state
-    w = gram @ v
-    norm = jnp.linalg.norm(w)
-    return w / jnp.where(norm > 0, norm, 1), v @ w, estimate, k + 1
-
-  def unfinished(state):
-    _, estimate, previous, k = state
-    return (jnp.abs(estimate - previous) > _EIGENVALUE_RTOL * estimate) & (k < max_steps)
-
-  v = v / jnp.linalg.norm(v)
-  start = (v, jnp.zeros((), gram.dtype), jnp.full((), jnp.inf, gram.dtype), 0)
-  _, estimate, _, _ = jax.lax.while_loop(unfinished, step, step(start))
-  return _EIGENVALUE_MARGIN * estimate
+def _solve(prob: _working_set.Problem, alphas, settings: _Settings):
+  """``(coefs (alphas, p), gaps, limit)``: the path of ``prob``."""
+  limit = settings.tol * prob.yy
+  coefs, gaps, _ = _working_set.solve_path(
+      prob, alphas, settings.l1_ratio, limit, settings.tol, settings.max_iter,
+      settings.working_set, settings.positive)
+  return coefs, gaps, limit
 
 
-@functools.partial(jax.jit, static_argnames="count")
-def _path(X, y, weights, alphas, count, eps, l1_ratio, tol, max_iter):
+@jax.jit
+def _path(X, y, weights, settings: _Settings):
   X, y, n = _weighted(X, y, weights)
-  if alphas is None:  # scikit-learn's grid (_alpha_grid), floor included
-    top = _alpha_max(X, y, n, l1_ratio)
-    grid = top * jnp.power(jnp.asarray(eps, X.dtype), jnp.linspace(0, 1, count, dtype=X.dtype))
-    alphas = jnp.where(top <= _ALPHA_FLOOR, _ALPHA_FLOOR, grid)
-  else:
-    alphas = jnp.sort(jnp.asarray(alphas, X.dtype))[::-1]
-  Xty = X.T @ y
-  gram = X.T @ X if X.shape[1] <= X.shape[0] else X @ X.T  # same largest eigenvalue
-  step = n / jnp.maximum(_largest_eigenvalue(gram), jnp.finfo(X.dtype).tiny)
-  limit = tol * (y @ y)
-
-  def gap(w, Xw, XtXw, l1, l2):
-    # scikit-learn's duality gap (cd_fast.gap_enet), on the objective times n.
-    residual = y - Xw
-    r2, ry, w2 = residual @ residual, residual @ y, w @ w
-    beta = l2 * n
-    # With an L1 term: a dual point scaled into the feasible set of the L1 term.
-    correlation = Xty - XtXw - beta * w
-    dual_norm = jnp.max(jnp.abs(correlation))
-    scale = jnp.where(dual_norm > l1 * n, l1 * n / jnp.where(dual_norm > 0, dual_norm, 1),
-                      1.0)
-    with_l1 = (0.5 * (r2 + beta * w2) * (1 + scale**2) + l1 * n * jnp.sum(jnp.abs(w))
-               - scale * ry)
-    # Without one (l1_ratio = 0): ridge's own dual; at alpha = 0, the normal equations.
-    xtr2 = jnp.sum(jnp.square(Xty - XtXw))
-    ridge = r2 + 0.5 * beta * w2 - ry + xtr2 / (2 * jnp.where(beta > 0, beta, 1))
-    return jnp.where(l1 > 0, with_l1, jnp.where(beta > 0, ridge, xtr2))
-
-  def solve(w, alpha):
-    l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
-    Xw = X @ w
-    XtXw = X.T @ Xw
-    start = (w, Xw, XtXw, w, Xw, XtXw, jnp.ones((), X.dtype), 0, gap(w, Xw, XtXw, l1, l2))
-
-    def unfinished(state):
-      return (state[-1] > limit) & (state[-2] < max_iter)
-
-    def fista_step(state):
-      w, Xw, XtXw, w_old, Xw_old, XtXw_old, t, k, _ = state
-      t_next = (1 + jnp.sqrt(1 + 4 * t**2)) / 2
-      momentum = (t - 1) / t_next
-      v = w + momentum * (w - w_old)
-      # X^T X v from the two stored products: the extrapolation is linear.
-      grad = (XtXw + momentum * (XtXw - XtXw_old) - Xty) / n
-      w_new = _prox.elastic_net(v - step * grad, step * l1, step * l2 / 2)
-      Xw_new = X @ w_new
-      XtXw_new = X.T @ Xw_new
-      # Restart the momentum when it points uphill (gradient scheme).
-      t_next = jnp.where((v - w_new) @ (w_new - w) > 0, 1.0, t_next).astype(X.dtype)
-      return (w_new, Xw_new, XtXw_new, w, Xw, XtXw, t_next, k + 1,
-              gap(w_new, Xw_new, XtXw_new, l1, l2))
-
-    final = jax.lax.while_loop(unfinished, fista_step, start)
-    return final[0], (final[0], final[-1])
-
-  _, (coefs, gaps) = jax.lax.scan(solve, jnp.zeros(X.shape[1], X.dtype), alphas)
+  alphas = _grid(X, y, n, settings)
+  coefs, gaps, limit = _solve(_working_set.problem(X, y, n), alphas, settings)
   # Traced non-finite data (checked where known) must not come out as zeros.
   finite = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(y))
   return alphas, jnp.where(finite, coefs, jnp.nan), gaps, limit

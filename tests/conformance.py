@@ -478,6 +478,13 @@ def _lasso_path(key, X, alpha):
   return cv.lasso_path(X, y, alphas=jnp.stack([alpha, alpha / 4]), max_iter=200)
 
 
+def _lasso_cv(key, X, alpha):
+  del key
+  result = cv.lasso_cv(X, _target(X), alphas=jnp.stack([alpha, alpha / 4]), folds=2,
+                       max_iter=200)
+  return result.mse_path, result.coef, result.intercept
+
+
 _NO_REVERSE = "a while loop until the duality gap is met: no reverse-mode derivative"
 _PATH_SHAPES = {"odd": (5, 3), "empty": Raises((0, 3), match="X has no rows"),
                 "scalar": Raises((), match="X must be 2-D")}
@@ -497,6 +504,10 @@ _CV = [
                "scalar": "data are rows: the harness takes two columns of x"},
        sharded_rtol=1e-5, grad_rtol=1e-3),
     Op("jaxreg.cv.lasso_path", _lasso_path, shape=(8, 4), hyper=(0.05, 0.02), keyed=False,
+       out_dtype=wide, shapes=_PATH_SHAPES,
+       skip={"grad": _NO_REVERSE, "checkpoint": _NO_REVERSE},
+       sharded_rtol=1e-4, grad_rtol=1e-3),
+    Op("jaxreg.cv.lasso_cv", _lasso_cv, shape=(8, 4), hyper=(0.05, 0.02), keyed=False,
        out_dtype=wide, shapes=_PATH_SHAPES,
        skip={"grad": _NO_REVERSE, "checkpoint": _NO_REVERSE},
        sharded_rtol=1e-4, grad_rtol=1e-3),
@@ -568,6 +579,14 @@ def _check_cv_result():
   assert len(leaves) == len(jax.tree.leaves(result))
 
 
+def _check_lasso_cv_result():
+  X = jnp.linspace(-1, 1, 24).reshape(8, 3) ** jnp.arange(1, 4)
+  result = cv.lasso_cv(X, _target(X), alphas=4, folds=2)
+  assert isinstance(result, cv.LassoCVResult)
+  leaves = jax.tree.leaves(jax.jit(lambda r: r)(result))  # a pytree: it crosses jit
+  assert len(leaves) == len(dataclasses.fields(cv.LassoCVResult))
+
+
 def _check_collections():
   _, mutated = jl.ActivityRegularization(l1=1.0).apply({}, jnp.ones(2), mutable=jl.LOSSES)
   assert set(mutated) == {jl.LOSSES}
@@ -619,6 +638,7 @@ COVERED: dict[str, Callable[[], None]] = {
     "jaxreg.Constraint": _check_base_classes,
     "jaxreg.drop_path_rates": _check_drop_path_rates,
     "jaxreg.cv.CVResult": _check_cv_result,
+    "jaxreg.cv.LassoCVResult": _check_lasso_cv_result,
     "jaxreg.linen.LOSSES": _check_collections,
     "jaxreg.nnx.REGULARIZER": _check_collections,
     "jaxreg.nnx.ActivityLoss": _check_collections,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import interpolate
 from sklearn import datasets, linear_model, model_selection
 
 import jaxreg as jr
@@ -102,40 +103,125 @@ def test_alphas_array_is_sorted_descending_traced_and_vmapped(diabetes):
   np.testing.assert_allclose(np.asarray(batched).T, expected, rtol=0, atol=1e-4)
 
 
-def centered_lasso_fit(alpha, key, data, weights):
-  """LassoCV's fit_intercept=True on one fold: center with the training rows' means."""
-  X, y = data
-  x_mean, y_mean = weights @ X / weights.sum(), weights @ y / weights.sum()
-  _, coef = cv.lasso_path(X - x_mean, y - y_mean, alphas=alpha[None], weights=weights,
-                          tol=1e-12, max_iter=100_000)
-  return coef[:, 0], y_mean - x_mean @ coef[:, 0]
-
-
-def weighted_mse(params, data, weights):
-  (coef, intercept), (X, y) = params, data
-  return weights @ (X @ coef + intercept - y) ** 2 / weights.sum()
-
-
-def test_cross_validate_matches_lasso_cv(diabetes):
+def test_lasso_cv_matches_sklearn(diabetes):
+  """The same grid, per-fold curves, choice and refit as LassoCV on the same folds."""
   X, y = diabetes
   lasso_cv = linear_model.LassoCV(alphas=20, cv=model_selection.KFold(5), tol=1e-12,
                                   max_iter=100_000).fit(X, y)
   with jax.enable_x64(True):
-    result = cv.cross_validate(centered_lasso_fit, weighted_mse, (X, y),
-                               jnp.asarray(lasso_cv.alphas_), folds=cv.kfold(len(y), 5),
-                               regularization=lambda alpha: alpha)
-    np.testing.assert_allclose(np.asarray(result.per_fold), lasso_cv.mse_path_, rtol=1e-4)
+    result = cv.lasso_cv(X, y, alphas=20, tol=1e-12, max_iter=100_000)
+    np.testing.assert_allclose(np.asarray(result.alphas), lasso_cv.alphas_, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(result.mse_path), lasso_cv.mse_path_, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(result.mean), lasso_cv.mse_path_.mean(1),
                                rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(result.coef), lasso_cv.coef_, atol=1e-6)
+    assert float(result.intercept) == pytest.approx(lasso_cv.intercept_, abs=1e-6)
     # glmnet's rule on scikit-learn's curve: the largest alpha within one SE of the best.
     mse = lasso_cv.mse_path_
     se = mse.std(axis=1, ddof=1) / np.sqrt(5)
     best = mse.mean(1).argmin()
     within = mse.mean(1) <= mse.mean(1)[best] + se[best]
-  # Read after x64 is off again: the chosen indices still index the grid.
-  assert float(result.best) == lasso_cv.alpha_
-  assert float(result.one_se) == lasso_cv.alphas_[within].max()
-  assert float(result.one_se) > float(result.best)
+    np.testing.assert_allclose(np.asarray(result.stderr), se, rtol=1e-3)
+  # Both grids are scikit-learn's formula, equal to the last bit or two.
+  assert float(result.alpha) == pytest.approx(lasso_cv.alpha_, rel=1e-12)
+  assert float(result.alpha_one_se) == pytest.approx(lasso_cv.alphas_[within].max(),
+                                                     rel=1e-12)
+  assert float(result.alpha_one_se) > float(result.alpha)
+
+
+@pytest.mark.parametrize("l1_ratio, positive, fit_intercept",
+                         [(0.5, False, True), (1.0, True, True), (1.0, False, False)])
+def test_lasso_cv_matches_sklearn_variants(l1_ratio, positive, fit_intercept):
+  """ElasticNetCV, positive and no intercept: the same alpha, the curves within 1e-4,
+  with more features than rows and fold ids given as an array. (At the default tol the
+  two solvers stop at different points: 5% apart on this design's smallest alphas.)"""
+  rng = np.random.default_rng(3)
+  X = rng.normal(size=(60, 90)) + 2.0
+  y = X[:, :4] @ np.array([1.5, -1.0, 0.8, 0.5]) + 0.3 * rng.normal(size=60) + 4.0
+  ids = np.arange(60) % 4
+  splits = [(np.flatnonzero(ids != f), np.flatnonzero(ids == f)) for f in range(4)]
+  model = (linear_model.ElasticNetCV if l1_ratio < 1 else linear_model.LassoCV)
+  extra = dict(l1_ratio=l1_ratio) if l1_ratio < 1 else {}
+  reference = model(alphas=30, cv=splits, positive=positive, fit_intercept=fit_intercept,
+                    tol=1e-11, max_iter=100_000, **extra).fit(X, y)
+  with jax.enable_x64(True):
+    result = cv.lasso_cv(X, y, l1_ratio=l1_ratio, alphas=30, folds=jnp.asarray(ids),
+                         positive=positive, fit_intercept=fit_intercept, tol=1e-11,
+                         max_iter=100_000)
+    np.testing.assert_allclose(np.asarray(result.alphas), reference.alphas_, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(result.mse_path), reference.mse_path_, rtol=1e-4)
+    assert float(result.alpha) == pytest.approx(reference.alpha_, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(result.coef), reference.coef_, atol=1e-5)
+    if positive:
+      assert np.all(np.asarray(result.coef) >= 0)
+
+
+def test_lasso_cv_passes_sklearn_test_lasso_cv():
+  """scikit-learn's own ``test_lasso_cv`` (linear_model/tests/test_coordinate_descent.py)
+  with ``lasso_cv`` in ``LassoCV``'s place: its data, folds (``cv=3``), ``max_iter=150``
+  and assertions, LARS included."""
+  # build_dataset(): an ill-posed problem, 50 rows, 200 features, 10 informative.
+  random_state = np.random.RandomState(0)
+  w = random_state.randn(200)
+  w[10:] = 0.0
+  X = random_state.randn(50, 200)
+  y = X @ w
+  X_test = random_state.randn(50, 200)
+  y_test = X_test @ w
+  with jax.enable_x64(True):  # (converged: scikit-learn's 150 epochs do not, here)
+    clf = cv.lasso_cv(X, y, alphas=10, eps=1e-3, max_iter=150, folds=3)
+  alphas, alpha = np.asarray(clf.alphas), float(clf.alpha)
+  np.testing.assert_almost_equal(alpha, 0.056, 2)
+  # LARS and coordinate descent select alphas at most one grid point apart ...
+  lars = linear_model.LassoLarsCV(max_iter=30, cv=3).fit(X, y)
+  assert abs(np.searchsorted(alphas[::-1], lars.alpha_)
+             - np.searchsorted(alphas[::-1], alpha)) <= 1
+  # ... with a similar MSE.
+  mse_lars = interpolate.interp1d(lars.cv_alphas_, lars.mse_path_.T)
+  np.testing.assert_allclose(mse_lars(alphas[5]).mean(), np.asarray(clf.mse_path)[5].mean(),
+                             rtol=1e-2)
+  # The test set: R² (LassoCV.score).
+  prediction = X_test @ np.asarray(clf.coef) + float(clf.intercept)
+  r2 = 1 - np.sum((y_test - prediction) ** 2) / np.sum((y_test - y_test.mean()) ** 2)
+  assert r2 > 0.99
+
+
+def test_cross_validate_takes_a_whole_path():
+  """``path=True``: one warm-started path per fold, a vector of losses, the same table as
+  ``lasso_cv`` without an intercept (and as a scalar fit per point)."""
+  rng = np.random.default_rng(0)
+  X = rng.normal(size=(60, 8))
+  y = X @ rng.normal(size=8) + rng.normal(size=60)
+  grid = np.geomspace(1.0, 0.01, 12)
+  tight = dict(tol=1e-12, max_iter=100_000)
+
+  def fit_path(alphas, key, data, weights):
+    return cv.lasso_path(*data, alphas=alphas, weights=weights, **tight)[1]
+
+  def score_path(coefs, data, weights):
+    X, y = data
+    return weights @ (y[:, None] - X @ coefs) ** 2 / weights.sum()
+
+  with jax.enable_x64(True):
+    result = cv.cross_validate(fit_path, score_path, (X, y), jnp.asarray(grid), folds=5,
+                               path=True, regularization=lambda alpha: alpha)
+    reference = cv.lasso_cv(X, y, alphas=jnp.asarray(grid), folds=5, fit_intercept=False,
+                            **tight)
+    one_at_a_time = cv.cross_validate(
+        lambda alpha, *a: fit_path(alpha[None], *a)[:, 0],
+        lambda coef, data, weights: score_path(coef[:, None], data, weights)[0],
+        (X, y), jnp.asarray(grid), folds=5)
+    np.testing.assert_allclose(np.asarray(result.per_fold), np.asarray(reference.mse_path),
+                               rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(result.per_fold),
+                               np.asarray(one_at_a_time.per_fold), rtol=1e-8)
+  assert float(result.best) == float(reference.alpha)
+  assert float(result.one_se) == float(reference.alpha_one_se)
+  with pytest.raises(ValueError, match=r"score must return a vector of 12 losses"):
+    cv.cross_validate(fit_path, lambda *a: score_path(*a).sum(), (X, y),
+                      jnp.asarray(grid), folds=5, path=True)
+  with pytest.raises(TypeError, match="path must be True or False"):
+    cv.cross_validate(fit_path, score_path, (X, y), jnp.asarray(grid), folds=5, path=1)
 
 
 @given(st.integers(2, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(2, n))))
@@ -331,10 +417,30 @@ def test_cross_validate_bad_input_raises(kwargs, match):
     (lambda X, y: cv.lasso_path(X, y, weights=jnp.zeros(len(y))), "weights are all 0"),
     (lambda X, y: cv.alpha_max(X, y, weights=-jnp.ones(len(y))), "weights must be finite"),
     (lambda X, y: cv.kfold(5, 2, stratify=jnp.zeros(4)), r"stratify must have shape \(5,\)"),
+    (lambda X, y: cv.lasso_cv(X, y, l1_ratio=0.0), "l1_ratio=0 has no alpha_max"),
+    (lambda X, y: cv.lasso_cv(X, np.where(np.arange(30) == 3, np.nan, y)),
+     "y contains NaN or infinity"),
+    (lambda X, y: cv.lasso_cv(X, y, folds=31), r"folds must be <= the number of rows"),
+    (lambda X, y: cv.lasso_cv(X, y, folds=jnp.arange(30) % 3, key=jax.random.key(0)),
+     "key and stratify deal rows to folds"),
+    (lambda X, y: cv.lasso_cv(X, y, folds=jnp.arange(30) % 3 + 1), "fold ids must be 0"),
 ])
 def test_path_bad_input_raises(call, match):
   X, y = wide_data()
   with pytest.raises(ValueError, match=match):
+    call(X, y)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda X, y: cv.lasso_cv(X, y, fit_intercept="yes"),
+     "fit_intercept must be True or False, got 'yes'"),
+    (lambda X, y: cv.lasso_cv(X, y, positive=1), "positive must be True or False, got 1"),
+    (lambda X, y: cv.lasso_cv(X, y, folds=2.0), "folds must be an int"),
+    (lambda X, y: cv.lasso_cv(X, y, max_iter=1.5), "max_iter must be a positive int"),
+])
+def test_lasso_cv_wrong_types_raise(call, match):
+  X, y = wide_data()
+  with pytest.raises(TypeError, match=match):
     call(X, y)
 
 
