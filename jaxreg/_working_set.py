@@ -48,6 +48,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxreg import _anderson
+
 # The smallest working set, and the fraction of the full gap a round's inner solve
 # reaches (celer's defaults: smaller sets would cost more rounds than they save).
 SMALLEST_SET = 16
@@ -219,32 +221,6 @@ def _moving(old, new, settle):
   return (largest > 0) & (jnp.max(jnp.abs(new - old)) > settle * largest)
 
 
-def _anderson(history):
-  r"""Anderson extrapolation of the iterates ``history`` (oldest first): the affine
-  combination :math:`\sum_i c_i w_i` of the last ones whose weights make the combined
-  steps least, :math:`c = C^{-1}1 / 1^\top C^{-1}1` with :math:`C = UU^\top`, ``U`` the
-  steps (Bertrand & Massias, 2021). A tiny ridge keeps ``C`` invertible."""
-  steps = jnp.diff(history, axis=0)
-  products = steps @ steps.T
-  ridge = 1e-10 * jnp.trace(products) + jnp.finfo(history.dtype).tiny
-  z = _gauss_jordan(products + ridge * jnp.eye(steps.shape[0], dtype=history.dtype),
-                    jnp.ones(steps.shape[0], history.dtype))
-  return (z / z.sum()) @ history[1:]
-
-
-def _gauss_jordan(a, b):
-  """``a⁻¹b`` for a small symmetric positive-definite ``a``, eliminated in a loop
-  unrolled at its static size, without pivoting (its diagonal stays positive): no
-  solver library call, so that the path lowers alike for every backend."""
-  size = a.shape[0]
-  augmented = jnp.concatenate([a, b[:, None]], axis=1)
-  for i in range(size):
-    row = augmented[i] / augmented[i, i]
-    others = jnp.where(jnp.arange(size) == i, 0, augmented[:, i])
-    augmented = (augmented - jnp.outer(others, row)).at[i].set(row)
-  return augmented[:, size]
-
-
 def _solve_set(prob: Problem, w, aux, stale, member, free, l1n, l2n, limit, settle,
                epochs, positive):
   """Coordinate descent on the ``member`` features until the gap of the problem
@@ -293,7 +269,7 @@ def _solve_set(prob: Problem, w, aux, stale, member, free, l1n, l2n, limit, sett
     ran, w, aux, history, moving, _ = jax.lax.while_loop(epochs_left, one_epoch, start)
     def extrapolate(w, aux, history):
       # Outside the set every iterate is 0, and so is any affine combination of them.
-      extrapolated = _anderson(history)
+      extrapolated = _anderson.extrapolate(history)
       extrapolated_aux = _residual(prob, slots, count, extrapolated)
       better = (_objective(prob, extrapolated, extrapolated_aux, l1n, l2n)
                 < _objective(prob, w, aux, l1n, l2n))
