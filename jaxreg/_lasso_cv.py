@@ -63,7 +63,13 @@ def lasso_cv(X, y, *, l1_ratio=1.0, eps=1e-3, alphas=100, folds=5, key=None,
   down to ``eps`` times it, or the alphas given. For each fold, the path of the other
   rows (centered on their own means) is solved as :func:`jaxreg.paths.lasso_path`
   does, each point warm-started from the one before, and every point is scored by
-  its mean squared error on the fold, intercept included. The folds run one after
+  its mean squared error on the fold :math:`F`, intercept included,
+
+  .. math::
+    \mathrm{mse}_{\alpha,F} = \frac{1}{|F|}\sum_{i\in F}
+    \bigl(y_i - \bar y_{-F} - (x_i - \bar x_{-F})^\top\beta_{\alpha,-F}\bigr)^2
+
+  (:math:`-F`: the other rows, whose means center the fit). The folds run one after
   another inside one program: a path's loops stop at data-dependent points, which a
   ``vmap`` over folds would make every fold wait for. ``coef`` and ``intercept``
   are then fit on all rows at the chosen ``alpha``, from zero, as ``LassoCV``

@@ -267,6 +267,7 @@ def _solve_set(prob: Problem, w, aux, stale, member, free, l1n, l2n, limit, sett
     history = jnp.zeros((depth + 1, w.shape[0]), w.dtype).at[0].set(w)
     start = (0, w, aux, history, True, jnp.asarray(jnp.inf, w.dtype))
     ran, w, aux, history, moving, _ = jax.lax.while_loop(epochs_left, one_epoch, start)
+
     def extrapolate(w, aux, history):
       # Outside the set every iterate is 0, and so is any affine combination of them.
       extrapolated = _anderson.extrapolate(history)
@@ -304,9 +305,10 @@ def _least(priority, wanted, steps: int = 32):
   finite = jnp.isfinite(priority)
   forced = priority == -jnp.inf
   need = wanted - jnp.sum(forced)
-  values = jnp.where(finite, priority, 0)
-  low = jnp.min(jnp.where(finite, values, jnp.inf)) - 1  # none at or below
-  high = jnp.max(jnp.where(finite, values, -jnp.inf))    # all at or below
+  # ``high`` keeps at least ``need`` finite priorities at or below it; ``low`` starts
+  # under the least of them.
+  low = jnp.min(jnp.where(finite, priority, jnp.inf)) - 1
+  high = jnp.max(jnp.where(finite, priority, -jnp.inf))
 
   def halve(_, bounds):
     low, high = bounds
